@@ -1,0 +1,35 @@
+# Every target works in two ways:
+#  - by default it creates .venv (if missing) and installs the project with its test extras;
+#  - with TENSORKIT_NO_VENV=1, or when PYTHONPATH is set (the lent GPU machine), it uses the
+#    python3 already on PATH and installs nothing.
+ifeq ($(or $(TENSORKIT_NO_VENV),$(PYTHONPATH)),)
+PY := .venv/bin/python
+SETUP := .venv/.installed
+else
+PY := python3
+SETUP :=
+endif
+
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
+
+.PHONY: test demo bench clean
+
+.venv/.installed: pyproject.toml
+	test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/python -m pip install -q --upgrade pip
+	# torch is only a test-time reference; 2.13.0 is the CPU build this workplace keeps on disk.
+	.venv/bin/python -m pip install -q "torch==2.13.0"
+	.venv/bin/python -m pip install -q -e ".[test]"
+	touch $@
+
+test: $(SETUP)
+	$(PY) -m pytest tests
+
+demo: $(SETUP)
+	$(PY) tutorials/01_tensors.py
+
+bench: $(SETUP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf .venv .cache

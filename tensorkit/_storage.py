@@ -1,0 +1,47 @@
+"""Raw memory behind tensors.
+
+A Storage is a flat buffer of one dtype plus the device it lives on. CPU storage is a
+1-D numpy array (so ``from_numpy`` / ``numpy()`` share memory); device storage is provided
+by the runtime registered for that device type (``tensorkit.cuda``), through ``ALLOCATORS``.
+Storages are shared by all views of a tensor, and so is their version counter, which
+autograd uses to detect in-place changes to saved tensors.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .device import device as Device
+
+
+class Storage:
+    """A flat, typed buffer. ``data`` is a 1-D numpy array for host memory."""
+
+    __slots__ = ("data", "device", "version", "__weakref__")
+
+    def __init__(self, data, device: Device):
+        self.data = data
+        self.device = device
+        self.version = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes
+
+    def data_ptr(self) -> int:
+        return self.data.ctypes.data
+
+
+def _host_allocate(numel: int, np_dtype, device: Device) -> Storage:
+    return Storage(np.empty(numel, np_dtype), device)
+
+
+# device type -> allocate(numel, numpy dtype, device) -> Storage; tensorkit.cuda adds "cuda".
+ALLOCATORS = {"cpu": _host_allocate}
+
+
+def allocate(numel: int, np_dtype, device: Device) -> Storage:
+    try:
+        alloc = ALLOCATORS[device.type]
+    except KeyError:
+        raise RuntimeError(f"no memory allocator for device '{device}': is its backend installed?") from None
+    return alloc(numel, np_dtype, device)

@@ -1,0 +1,5 @@
+"""CPU kernels: Numba loops (and BLAS through numpy), registered with the dispatcher on import.
+
+Kernels here see tensors' memory layout only; they know nothing about autograd or promotion.
+"""
+from . import linalg, pointwise, shape  # noqa: F401  (registration)

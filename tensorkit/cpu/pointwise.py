@@ -1,0 +1,300 @@
+"""Numba pointwise kernels, generated from ``kernels.codegen`` Programs.
+
+Two loop shapes per Program, each written once to a cache file and compiled lazily:
+
+* ``flat``: every tensor operand is contiguous with the output's shape (or is a single
+  element); the loop is ``for i in prange(n)`` over 1-D buffers - the fast path, and one
+  specialization per dtype combination whatever the rank.
+* ``strided``: anything else (broadcasting, transposes, slices, in-place into views). Dims
+  are coalesced first; the kernel walks rows of the collapsed shape, each row a strided
+  inner loop. Shapes and strides travel as int64 arrays, so rank is not a specialization.
+
+Each kernel has a serial and a ``parallel=True`` twin; small inputs take the serial one so
+they do not pay for waking threads. float16/bfloat16 operands are computed in float32:
+they are converted on the way in and rounded (to nearest even) on the way out.
+Kernels here know nothing about autograd or dtype promotion.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _dispatch
+from .. import dtypes as D
+from ..kernels.codegen import MathNamespace, Node, Program, Val, load_source, render
+
+PARALLEL_MIN_NUMEL = 1 << 17      # below this, thread wake-up costs more than it saves
+_HALF = (D.float16, D.bfloat16)
+
+
+def _np_type(d: D.DType) -> str:
+    return "np.bool_" if d is D.bool_ else f"np.{d.name}"
+
+
+class NumbaMath(MathNamespace):
+    """Scalar bodies rendered as Numba-compilable Python expressions."""
+
+    name = "numba"
+
+    def const(self, value, dtype):
+        if dtype is D.bool_:
+            return Val("True" if value else "False", dtype, self)
+        if isinstance(value, float) and value != value:
+            text = "np.nan"
+        elif isinstance(value, float) and value in (float("inf"), float("-inf")):
+            text = "np.inf" if value > 0 else "(-np.inf)"
+        else:
+            text = repr(value) if not dtype.is_floating_point else repr(float(value))
+        return Val(f"{_np_type(dtype)}({text})", dtype, self)
+
+    def cast(self, x, dtype):
+        if dtype is D.bool_:
+            return Val(f"({x.text} != 0)", dtype, self)
+        return Val(f"{_np_type(dtype)}({x.text})", dtype, self)
+
+    def where(self, c, a, b):
+        return Val(f"({a.text} if {c.text} else {b.text})", a.dtype, self)
+
+    def __getattr__(self, fn):
+        # m.exp(x) -> np.exp(x): numba types numpy ufuncs on scalars (float32 stays float32).
+        if fn.startswith("_"):
+            raise AttributeError(fn)
+        return lambda *args: self.call(f"np.{fn}", *args)
+
+    # Functions whose text is not just np.<name>(...) or whose semantics are dtype-dependent.
+    def isnan(self, x):
+        return Val(f"({x.text} != {x.text})", D.bool_, self) if x.dtype.is_floating_point else self.const(False, D.bool_)
+
+    def isinf(self, x):
+        return self.call("np.isinf", x, dtype=D.bool_) if x.dtype.is_floating_point else self.const(False, D.bool_)
+
+    def isfinite(self, x):
+        return self.call("np.isfinite", x, dtype=D.bool_) if x.dtype.is_floating_point else self.const(True, D.bool_)
+
+    def floordiv(self, a, b):
+        return Val(f"({a.text} // {b.text})", a.dtype, self)
+
+    def remainder(self, a, b):          # Python's sign rule: the result takes b's sign
+        return Val(f"({a.text} % {b.text})", a.dtype, self)
+
+    def truncdiv(self, a, b):           # round toward zero; integers: floor, then correct
+        if a.dtype.is_floating_point:
+            return self.call("np.trunc", a / b)
+        dtype, a, b = a.dtype, a.text, b.text
+        return Val(f"({a} // {b} + ((({a} % {b}) != 0) & (({a} < 0) != ({b} < 0))))", dtype, self)
+
+    def fmod(self, a, b):               # C's rule: the result takes a's sign
+        if a.dtype.is_floating_point:
+            return self.call("np.fmod", a, b)
+        return Val(f"({a.text} - {b.text} * int({a.text} / {b.text}))", a.dtype, self)
+
+    def pow(self, a, b):
+        return Val(f"({a.text} ** {b.text})", a.dtype, self)
+
+    def maximum(self, a, b):            # NaN propagates, as in PyTorch
+        return Val(f"({a.text} if ({a.text} >= {b.text} or {a.text} != {a.text}) else {b.text})", a.dtype, self)
+
+    def minimum(self, a, b):
+        return Val(f"({a.text} if ({a.text} <= {b.text} or {a.text} != {a.text}) else {b.text})", a.dtype, self)
+
+    def logical_not(self, x):
+        return Val(f"(not {x.text})", D.bool_, self)
+
+    def invert(self, x):
+        return Val(f"(not {x.text})", D.bool_, self) if x.dtype is D.bool_ else Val(f"(~{x.text})", x.dtype, self)
+
+    def shift_left(self, a, b):
+        return Val(f"({a.text} << {b.text})", a.dtype, self)
+
+    def shift_right(self, a, b):
+        return Val(f"({a.text} >> {b.text})", a.dtype, self)
+
+    def erf(self, x):
+        return self.call("math.erf", x)
+
+    def erfc(self, x):
+        return self.call("math.erfc", x)
+
+    def round(self, x):                 # round half to even, as PyTorch
+        return self.call("np.rint", x)
+
+    def sign(self, x):
+        if x.dtype is D.bool_:
+            return x
+        z = self.const(0, x.dtype)
+        return Val(f"({x.text} > {z.text}) - ({x.text} < {z.text})", x.dtype, self)
+
+
+NUMBA = NumbaMath()
+
+_HEADER = "import math\nimport numba\nimport numpy as np\n\n"
+_JIT = "@numba.njit(cache=True, error_model='numpy', nogil=True{par})\n"
+
+
+def _scaffold(program: Program, modes: tuple[str, ...], parallel: bool) -> str:
+    """Source of one kernel. ``modes[i]`` is 'flat', 'one' (a single element), 'strided' or
+    'scalar' for input i. Outputs are 'flat' in the flat kernel, 'strided' otherwise."""
+    strided = "strided" in modes
+    loop = "numba.prange" if parallel else "range"
+    ins = [f"x{i}" for i in range(len(program.inputs))]
+    outs = [f"o{j}" for j in range(len(program.outputs))]
+    name = "kernel_" + ("par" if parallel else "ser")
+    if not strided:
+        loaded = [f"x{i}[i]" if mode == "flat" else ("x%d[0]" % i if mode == "one" else f"x{i}")
+                  for i, mode in enumerate(modes)]
+        lines, results = render(program, NUMBA, loaded)
+        body = [f"    for i in {loop}(n):"] + [f"        {l}" for l in lines]
+        body += [f"        {o}[i] = {r}" for o, r in zip(outs, results)]
+        return _JIT.format(par=", parallel=True" if parallel else "") + \
+            f"def {name}(n, {', '.join(outs + ins)}):\n" + "\n".join(body) + "\n"
+    # strided: every tensor operand is (buffer, offset, strides[rank]); row-major walk over shape.
+    args, pre, offs, loaded = [], [], [], []
+    for j, o in enumerate(outs):
+        args += [o, f"{o}_off", f"{o}_st"]
+        offs.append(o)
+    for i, mode in enumerate(modes):
+        if mode == "scalar":
+            args.append(f"x{i}")
+            loaded.append(f"x{i}")
+        else:
+            args += [f"x{i}", f"x{i}_off", f"x{i}_st"]
+            offs.append(f"x{i}")
+            loaded.append(f"x{i}[p_x{i} + j * s_x{i}]")
+    lines, results = render(program, NUMBA, loaded)
+    body = [f"    last = rank - 1", f"    ncols = shape[last]"]
+    body += [f"    for row in {loop}(nrows):"]
+    body += [f"        p_{b} = {b}_off" for b in offs]
+    body += ["        rem = row", "        for d in range(last - 1, -1, -1):",
+             "            idx = rem % shape[d]", "            rem //= shape[d]"]
+    body += [f"            p_{b} += idx * {b}_st[d]" for b in offs]
+    body += [f"        s_{b} = {b}_st[last]" for b in offs]
+    body += ["        for j in range(ncols):"] + [f"            {l}" for l in lines]
+    body += [f"            {o}[p_{o} + j * s_{o}] = {r}" for o, r in zip(outs, results)]
+    return _JIT.format(par=", parallel=True" if parallel else "") + \
+        f"def {name}(nrows, rank, shape, {', '.join(args)}):\n" + "\n".join(body) + "\n"
+
+
+_kernels: dict = {}
+
+
+def _kernel(program: Program, modes: tuple[str, ...], parallel: bool):
+    key = (program, modes, parallel)
+    fn = _kernels.get(key)
+    if fn is None:
+        source = _HEADER + _scaffold(program, modes, parallel)
+        fn = _kernels[key] = getattr(load_source(source, "numba_pointwise"), "kernel_par" if parallel else "kernel_ser")
+    return fn
+
+
+def _contiguous_strides(shape) -> tuple:
+    strides, acc = [], 1
+    for s in reversed(shape):
+        strides.append(acc)
+        acc *= s
+    return tuple(reversed(strides))
+
+
+def _coalesce(shape, stride_lists):
+    """Merge adjacent dims that are contiguous for every operand; drop size-1 dims."""
+    dims = [(s, [st[d] for st in stride_lists]) for d, s in enumerate(shape) if s != 1]
+    if not dims:
+        return [1], [[0] for _ in stride_lists]
+    out_shape, out_strides = [dims[0][0]], [[v] for v in dims[0][1]]
+    for size, sts in dims[1:]:
+        if all(prev[-1] == st * size for prev, st in zip(out_strides, sts)):
+            out_shape[-1] *= size
+            for prev, st in zip(out_strides, sts):
+                prev[-1] = st
+        else:
+            out_shape.append(size)
+            for prev, st in zip(out_strides, sts):
+                prev.append(st)
+    return out_shape, out_strides
+
+
+def _operand(t):
+    """(buffer, offset, shape, strides, dtype) of a tensor, half types widened to float32."""
+    if t.dtype in _HALF:
+        a = np.ascontiguousarray(t._np(), dtype=np.float32)
+        return a.reshape(-1), 0, t.shape, _contiguous_strides(t.shape), D.float32
+    return t._storage.data, t._offset, t.shape, t._strides, t.dtype
+
+
+def _broadcast_strides(shape, strides, out_shape):
+    lead = len(out_shape) - len(shape)
+    return [0] * lead + [0 if s == 1 and o != 1 else st for s, st, o in zip(shape, strides, out_shape)]
+
+
+def launch(program: Program, args: list, outs: list, numel: int) -> None:
+    """Run ``program`` on ``args`` (Tensors or Python scalars) writing ``outs`` (Tensors of
+    the broadcast shape and of the program's output dtypes)."""
+    if numel == 0:
+        return
+    out_shape = outs[0].shape
+    half_outs = [o.dtype in _HALF for o in outs]
+    targets = [np.empty(out_shape, np.float32) if h else None for h in half_outs]
+    program = _widen(program)
+    ops, modes, flat = [], [], True
+    for a, (_, dt) in zip(args, program.inputs):
+        if not hasattr(a, "_storage"):
+            ops.append(dt.numpy.type(a))
+            modes.append("scalar")
+            continue
+        op = _operand(a)
+        ops.append(op)
+        if a.numel() == 1:
+            modes.append("one")
+        elif op[2] == out_shape and (a.dtype in _HALF or a.is_contiguous()):
+            modes.append("flat")
+        else:
+            modes.append("strided")
+            flat = False
+    flat = flat and all(h or o.is_contiguous() for h, o in zip(half_outs, outs))
+    parallel = numel >= PARALLEL_MIN_NUMEL
+    out_ops = [(t.reshape(-1), 0, out_shape, _contiguous_strides(out_shape)) if t is not None
+               else (o._storage.data, o._offset, out_shape, o._strides) for t, o in zip(targets, outs)]
+    if flat:
+        fn = _kernel(program, tuple(modes), parallel)
+        call = [b[off:off + numel] for b, off, _, _ in out_ops]
+        for op, mode in zip(ops, modes):
+            call.append(op if mode == "scalar" else (op[0][op[1]:op[1] + 1] if mode == "one" else op[0][op[1]:op[1] + numel]))
+        fn(numel, *call)
+    else:
+        modes = tuple("scalar" if m == "scalar" else "strided" for m in modes)
+        fn = _kernel(program, modes, parallel)
+        stride_lists = [list(st) for _, _, _, st in out_ops]
+        stride_lists += [_broadcast_strides(op[2], op[3], out_shape) for op, m in zip(ops, modes) if m != "scalar"]
+        shape, strides = _coalesce(out_shape, stride_lists)
+        call, k = [], 0
+        for b, off, _, _ in out_ops:
+            call += [b, off, np.asarray(strides[k], np.int64)]
+            k += 1
+        for op, m in zip(ops, modes):
+            if m == "scalar":
+                call.append(op)
+            else:
+                call += [op[0], op[1], np.asarray(strides[k], np.int64)]
+                k += 1
+        nrows = numel // shape[-1]
+        fn(nrows, len(shape), np.asarray(shape, np.int64), *call)
+    for t, o in zip(targets, outs):
+        if t is not None:
+            o._np()[...] = t
+
+
+_widened: dict = {}
+
+
+def _widen(program: Program) -> Program:
+    """The program with float16/bfloat16 replaced by float32 (Numba has no half arithmetic;
+    half operands are widened on load and rounded on store by ``launch``)."""
+    w = _widened.get(program)
+    if w is None:
+        f = lambda d: D.float32 if d in _HALF else d
+        w = _widened[program] = Program(
+            tuple((k, f(d)) for k, d in program.inputs),
+            tuple(Node(n.name, n.body, n.args, f(n.compute), f(n.dtype)) for n in program.nodes),
+            program.outputs)
+    return w
+
+
+_dispatch.pointwise_launchers["cpu"] = launch

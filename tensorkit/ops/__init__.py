@@ -1,0 +1,1 @@
+"""Primitives: each op defined once (meta rule, kernels by dispatch, declared dtypes)."""

@@ -1,0 +1,513 @@
+"""Creating tensors: from data, filled, ranges, random; moving between devices and dtypes.
+
+Random numbers come from ``Generator`` objects (numpy's Philox bit generator on the CPU);
+``tk.manual_seed`` reseeds the default one so programs are reproducible. The streams are
+not PyTorch's (its CPU generator is a Mersenne twister): same distributions, other numbers.
+"""
+from __future__ import annotations
+
+import builtins
+import math
+import warnings
+
+import numpy as np
+
+from .. import _dispatch
+from .. import dtypes as D
+from .._storage import Storage, allocate
+from .._tensor import Size, Tensor, contiguous_strides
+from ..device import CPU, device as Device
+
+
+def _device(device) -> Device:
+    return CPU if device is None else Device(device)
+
+
+def _size(size, op: str) -> tuple:
+    """Accept f(2, 3), f((2, 3)), f([2, 3]) and f(tk.Size(...))."""
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = size[0]
+    out = []
+    for s in size:
+        if isinstance(s, Tensor):
+            s = s.__index__()
+        if not isinstance(s, (int, np.integer)) or isinstance(s, bool):
+            raise TypeError(f"{op}(): size must be a sequence of ints, got {type(s).__name__} in {list(size)}")
+        if s < 0:
+            raise RuntimeError(f"{op}(): trying to create tensor with negative dimension {s}: {list(size)}")
+        out.append(int(s))
+    return tuple(out)
+
+
+def empty(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """A tensor with uninitialised memory."""
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = size[0]
+    shape = size if all(type(s) is int and s >= 0 for s in size) else _size(size, "empty")
+    dtype = D.get_default_dtype() if dtype is None else D.to_dtype(dtype)
+    dev = device if type(device) is Device else _device(device)
+    n = 1
+    for s in shape:
+        n *= s
+    t = Tensor._make(allocate(n, dtype.numpy, dev), 0, shape, contiguous_strides(shape), dtype)
+    if requires_grad:
+        t.requires_grad_()
+    return t
+
+
+def resize_out(out: Tensor, shape) -> None:
+    """Give an ``out=`` tensor the result's shape, as PyTorch does (reallocating if needed)."""
+    if tuple(out._shape) == tuple(shape):
+        return
+    if out.numel() != 0:
+        warnings.warn(f"An output with one or more elements was resized since it had shape {list(out._shape)}, "
+                      f"which does not match the required output shape {list(shape)}.", stacklevel=3)
+    n = 1
+    for s in shape:
+        n *= s
+    out._storage = allocate(n, out.dtype.numpy, out.device)
+    out._offset, out._shape, out._strides = 0, Size(shape), contiguous_strides(shape)
+    out._contig = out._array = None
+
+
+def full(size, fill_value, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """A tensor of ``size`` filled with ``fill_value`` (dtype inferred from it, as PyTorch)."""
+    if dtype is None:
+        dtype = D.scalar_dtype(fill_value)
+    t = empty(_size((size,), "full"), dtype=dtype, device=device)
+    fill_(t, fill_value)
+    return t.requires_grad_() if requires_grad else t
+
+
+def zeros(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """A tensor of zeros."""
+    return full(_size(size, "zeros"), 0, dtype=dtype or D.get_default_dtype(), device=device,
+                requires_grad=requires_grad)
+
+
+def ones(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """A tensor of ones."""
+    return full(_size(size, "ones"), 1, dtype=dtype or D.get_default_dtype(), device=device,
+                requires_grad=requires_grad)
+
+
+def _like(fn, input, dtype, device, requires_grad, *args):
+    return fn(input.shape, *args, dtype=dtype or input.dtype, device=device or input.device,
+              requires_grad=requires_grad)
+
+
+def empty_like(input, *, dtype=None, device=None, requires_grad=False):
+    return _like(empty, input, dtype, device, requires_grad)
+
+
+def zeros_like(input, *, dtype=None, device=None, requires_grad=False):
+    return _like(zeros, input, dtype, device, requires_grad)
+
+
+def ones_like(input, *, dtype=None, device=None, requires_grad=False):
+    return _like(ones, input, dtype, device, requires_grad)
+
+
+def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False):
+    return _like(lambda s, *a, **k: full(s, fill_value, **k), input, dtype, device, requires_grad)
+
+
+def fill_(input: Tensor, value) -> Tensor:
+    """Fill ``input`` with ``value`` in place."""
+    from .pointwise import copy
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} dimensions")
+        value = value.item()
+    copy(_scalar_tensor(value, input.dtype), _into=input)
+    return input
+
+
+def zero_(input: Tensor) -> Tensor:
+    return fill_(input, 0)
+
+
+def _scalar_tensor(value, dtype: D.DType) -> Tensor:
+    # a host 0-d tensor holding value in dtype: the source of fills (acts as a scalar on any device)
+    a = np.empty((), dtype.numpy)
+    a[()] = value
+    return Tensor._make(Storage(a.reshape(1), CPU), 0, (), (), dtype)
+
+
+# ---- from data --------------------------------------------------------------------------------
+def _from_host(array: np.ndarray, dtype: D.DType, device=None, requires_grad: bool = False) -> Tensor:
+    """A new tensor owning a copy of ``array`` converted to ``dtype``, on ``device``."""
+    a = np.array(array, dtype=dtype.numpy, order="C", copy=True)
+    t = Tensor._make(Storage(a.reshape(-1), CPU), 0, a.shape, contiguous_strides(a.shape), dtype)
+    dev = _device(device)
+    if dev.type != "cpu":
+        t = to(t, dev)
+    return t.requires_grad_() if requires_grad else t
+
+
+def _to_numpy_data(data):
+    """Python data (nested lists of numbers / tensors, numpy arrays) as a numpy array and
+    whether its floats came from Python (and so take the default dtype)."""
+    if isinstance(data, Tensor):
+        return data._host(), False
+    if isinstance(data, np.ndarray):
+        return data, False
+    if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flat_items(data)):
+        data = _tensors_to_lists(data)
+    try:
+        a = np.array(data)
+    except ValueError as e:
+        raise ValueError(f"tensor(): could not build a tensor from ragged or mixed data ({e})") from None
+    if a.dtype == object or a.dtype.kind in "USV":
+        raise TypeError(f"tensor(): can't convert data of type {type(data).__name__} to a tensor; "
+                        f"expected numbers or nested sequences of numbers")
+    return a, True
+
+
+def _flat_items(data):
+    for x in data:
+        if isinstance(x, (list, tuple)):
+            yield from _flat_items(x)
+        else:
+            yield x
+
+
+def _tensors_to_lists(data):
+    if isinstance(data, Tensor):
+        return data.tolist()
+    if isinstance(data, (list, tuple)):
+        return [_tensors_to_lists(x) for x in data]
+    return data
+
+
+def _infer_dtype(a: np.ndarray, from_python: bool) -> D.DType:
+    if a.dtype.kind == "f" and from_python:
+        return D.get_default_dtype()
+    if a.dtype.kind == "c":
+        raise TypeError("complex tensors are not supported")
+    return D.from_numpy_dtype(a.dtype)
+
+
+def tensor(data, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """A new tensor copying ``data`` (a number, nested sequences, a numpy array, a tensor).
+
+    Python floats become the default dtype, ints int64, bools bool; numpy arrays keep theirs.
+
+    Example::
+
+        >>> tk.tensor([[1, 2], [3, 4]], dtype=tk.float16)
+        tensor([[1., 2.],
+                [3., 4.]], dtype=tk.float16)
+    """
+    a, from_python = _to_numpy_data(data)
+    dt = D.to_dtype(dtype) if dtype is not None else (
+        data.dtype if isinstance(data, Tensor) else _infer_dtype(a, from_python))
+    if dt.category == 2 and a.dtype.kind in "iub":
+        a = a.astype(np.float64)
+    return _from_host(a, dt, device, requires_grad)
+
+
+def as_tensor(data, dtype=None, device=None) -> Tensor:
+    """Like ``tensor`` but shares memory when ``data`` already is a tensor or a numpy array of
+    the requested dtype on the CPU (no copy)."""
+    dt = None if dtype is None else D.to_dtype(dtype)
+    dev = None if device is None else Device(device)
+    if isinstance(data, Tensor):
+        return to(data, device=dev, dtype=dt)
+    if isinstance(data, np.ndarray) and (dev is None or dev.type == "cpu") and \
+            (dt is None or dt.numpy == data.dtype) and data.dtype in D._BY_NUMPY:
+        if all(s >= 0 for s in data.strides) and all(s % data.itemsize == 0 for s in data.strides):
+            return from_numpy(data)
+    return tensor(data, dtype=dt, device=dev)
+
+
+def from_numpy(ndarray: np.ndarray) -> Tensor:
+    """A CPU tensor sharing memory with ``ndarray``: writes through either are seen by both.
+
+    Example::
+
+        >>> a = np.zeros(3); t = tk.from_numpy(a); t[0] = 1; a[0]
+        1.0
+    """
+    if not isinstance(ndarray, np.ndarray):
+        raise TypeError(f"from_numpy(): expected np.ndarray, got {type(ndarray).__name__}")
+    dt = D.from_numpy_dtype(ndarray.dtype)
+    isz = ndarray.itemsize
+    if any(s < 0 for s in ndarray.strides):
+        raise ValueError("from_numpy(): at least one stride of the numpy array is negative; negative strides "
+                         "are not supported, copy the array first (array.copy())")
+    if any(s % isz for s in ndarray.strides):
+        raise ValueError(f"from_numpy(): strides {ndarray.strides} are not a multiple of the element size {isz}")
+    strides = tuple(s // isz for s in ndarray.strides)
+    extent = 1 + builtins.sum((n - 1) * s for n, s in zip(ndarray.shape, strides)) if ndarray.size else 0
+    # a 1-D view of the memory the array spans, starting at its first element
+    flat = np.lib.stride_tricks.as_strided(ndarray, shape=(extent,), strides=(isz,)) if extent else \
+        np.empty(0, ndarray.dtype)
+    return Tensor._make(Storage(flat, CPU), 0, ndarray.shape, strides, dt)
+
+
+# ---- ranges --------------------------------------------------------------------------------------
+def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Values from ``start`` to ``end`` (exclusive) by ``step``; int64 unless a bound is a float."""
+    if end is None:
+        start, end = 0, start
+    start, end, step = (x.item() if isinstance(x, Tensor) else x for x in (start, end, step))
+    if step == 0:
+        raise RuntimeError("arange(): step must be nonzero")
+    if (end - start) * step < 0:
+        raise RuntimeError(f"arange(): upper bound and larger bound inconsistent with step sign "
+                           f"(start={start}, end={end}, step={step})")
+    if dtype is None:
+        dtype = D.get_default_dtype() if any(isinstance(x, float) for x in (start, end, step)) else D.int64
+    dtype = D.to_dtype(dtype)
+    n = math.ceil((end - start) / step)
+    values = start + np.arange(n, dtype=np.float64 if dtype.is_floating_point else np.int64) * step
+    return _from_host(values, dtype, device, requires_grad)
+
+
+def linspace(start, end, steps: int, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """``steps`` values evenly spaced from ``start`` to ``end`` inclusive."""
+    if steps < 0:
+        raise RuntimeError(f"linspace(): number of steps must be non-negative, got {steps}")
+    dtype = D.to_dtype(dtype) if dtype is not None else D.get_default_dtype()
+    # PyTorch fills the first half from start and the second half back from end (symmetric rounding)
+    i = np.arange(steps, dtype=np.float64)
+    step = (end - start) / (steps - 1) if steps > 1 else 0.0
+    values = np.where(i < steps // 2, start + step * i, end - step * (steps - 1 - i))
+    if dtype.category < 2:
+        values = np.trunc(values) if dtype.category == 1 else values
+    return _from_host(values, dtype, device, requires_grad)
+
+
+def logspace(start, end, steps: int, base: float = 10.0, *, dtype=None, device=None, requires_grad=False):
+    """``base ** linspace(start, end, steps)``."""
+    dtype = D.to_dtype(dtype) if dtype is not None else D.get_default_dtype()
+    values = np.power(base, linspace(start, end, steps, dtype=D.float64)._np())
+    return _from_host(values, dtype, device, requires_grad)
+
+
+def eye(n: int, m: int | None = None, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """An ``n x m`` matrix with ones on the diagonal."""
+    dtype = D.to_dtype(dtype) if dtype is not None else D.get_default_dtype()
+    return _from_host(np.eye(n, n if m is None else m), dtype, device, requires_grad)
+
+
+# ---- random ------------------------------------------------------------------------------------
+class Generator:
+    """A random stream (numpy's Philox counter-based bit generator on the CPU).
+
+    Example::
+
+        >>> g = tk.Generator().manual_seed(0); tk.rand(2, generator=g)
+    """
+
+    def __init__(self, device="cpu"):
+        self.device = Device(device)
+        self._seed = 67280421310721          # PyTorch's default seed
+        self._np = np.random.Generator(np.random.Philox(self._seed))
+
+    def manual_seed(self, seed: int) -> "Generator":
+        seed = int(seed)
+        self._seed = seed
+        self._np = np.random.Generator(np.random.Philox(seed & ((1 << 64) - 1)))
+        return self
+
+    def seed(self) -> int:
+        """Reseed from the OS's entropy; returns the new seed."""
+        s = int(np.random.SeedSequence().entropy) & ((1 << 63) - 1)
+        self.manual_seed(s)
+        return s
+
+    def initial_seed(self) -> int:
+        return self._seed
+
+    def get_state(self) -> Tensor:
+        """The stream's state as a uint8 tensor (to restore with ``set_state``)."""
+        import json
+        text = json.dumps({"seed": self._seed, "state": self._np.bit_generator.state}, default=int)
+        return tensor(np.frombuffer(text.encode(), np.uint8).copy())
+
+    def set_state(self, state: Tensor) -> "Generator":
+        import json
+        d = json.loads(bytes(state._host()).decode())
+        self._seed = d["seed"]
+        bg = np.random.Philox()
+        bg.state = d["state"]
+        self._np = np.random.Generator(bg)
+        return self
+
+
+default_generator = Generator()
+
+
+def manual_seed(seed: int) -> Generator:
+    """Seed the default random streams (CPU, and every device backend that registers one)."""
+    for fn in _SEED_HOOKS:
+        fn(int(seed))
+    return default_generator.manual_seed(seed)
+
+
+def seed() -> int:
+    return default_generator.seed()
+
+
+def initial_seed() -> int:
+    return default_generator.initial_seed()
+
+
+def get_rng_state() -> Tensor:
+    return default_generator.get_state()
+
+
+def set_rng_state(state: Tensor) -> None:
+    default_generator.set_state(state)
+
+
+_SEED_HOOKS: list = []   # device backends reseed their generators through this
+
+
+def _gen(generator) -> np.random.Generator:
+    return (generator or default_generator)._np
+
+
+def _random(sample, size, dtype, device, requires_grad, op) -> Tensor:
+    shape = _size(size, op)
+    dtype = D.to_dtype(dtype) if dtype is not None else D.get_default_dtype()
+    return _from_host(sample(shape, dtype), dtype, device, requires_grad)
+
+
+def _float_sample(dtype: D.DType):
+    if not dtype.is_floating_point:
+        raise RuntimeError(f"expected a floating point dtype, got {dtype}")
+    return np.float64 if dtype is D.float64 else np.float32
+
+
+def rand(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Uniform random numbers in [0, 1)."""
+    return _random(lambda s, d: _gen(generator).random(s, dtype=_float_sample(d)), size, dtype, device,
+                   requires_grad, "rand")
+
+
+def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Standard normal random numbers."""
+    return _random(lambda s, d: _gen(generator).standard_normal(s, dtype=_float_sample(d)), size, dtype,
+                   device, requires_grad, "randn")
+
+
+def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Random integers in [low, high) (``randint(high, size)`` starts at 0); int64 by default."""
+    if size is None:
+        if isinstance(high, (tuple, list)):
+            low, high, size = 0, low, high
+        else:
+            raise TypeError("randint(): missing the size argument, e.g. randint(0, 10, (3,))")
+    elif high is None:
+        low, high = 0, low
+    if high <= low:
+        raise RuntimeError(f"randint(): random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+    dtype = D.to_dtype(dtype) if dtype is not None else D.int64
+    return _from_host(_gen(generator).integers(low, high, _size((size,), "randint")), dtype, device, requires_grad)
+
+
+def randperm(n: int, *, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A random permutation of 0..n-1."""
+    if n < 0:
+        raise RuntimeError(f"randperm(): n must be non-negative, got {n}")
+    dtype = D.to_dtype(dtype) if dtype is not None else D.int64
+    return _from_host(_gen(generator).permutation(n), dtype, device, requires_grad)
+
+
+def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, device=None, requires_grad=False):
+    """Normal random numbers; ``mean`` and ``std`` may be tensors (broadcast) or numbers."""
+    if isinstance(mean, Tensor) or isinstance(std, Tensor):
+        ref = mean if isinstance(mean, Tensor) else std
+        m = mean._host().astype(np.float64) if isinstance(mean, Tensor) else mean
+        s = std._host().astype(np.float64) if isinstance(std, Tensor) else std
+        if np.any(np.asarray(s) < 0):
+            raise RuntimeError("normal(): std must be >= 0")
+        shape = np.broadcast_shapes(np.shape(m), np.shape(s))
+        values = m + s * _gen(generator).standard_normal(shape)
+        return _from_host(values, dtype and D.to_dtype(dtype) or ref.dtype, device or ref.device, requires_grad)
+    if size is None:
+        raise TypeError("normal(): with number mean and std, give a size")
+    if std < 0:
+        raise RuntimeError(f"normal(): std must be >= 0, got {std}")
+    return _random(lambda s, d: mean + std * _gen(generator).standard_normal(s, dtype=_float_sample(d)),
+                   (size,), dtype, device, requires_grad, "normal")
+
+
+def _fill_random_(input: Tensor, values: np.ndarray) -> Tensor:
+    copy_(input, _from_host(values, input.dtype if input.dtype.category == 2 else D.float64))
+    return input
+
+
+def uniform_(input: Tensor, a: float = 0.0, b: float = 1.0, *, generator=None) -> Tensor:
+    """Fill with uniform random numbers in [a, b)."""
+    return _fill_random_(input, a + (b - a) * _gen(generator).random(input.shape))
+
+
+def normal_(input: Tensor, mean: float = 0.0, std: float = 1.0, *, generator=None) -> Tensor:
+    """Fill with normal random numbers."""
+    return _fill_random_(input, mean + std * _gen(generator).standard_normal(input.shape))
+
+
+def bernoulli(input: Tensor, p=None, *, generator=None) -> Tensor:
+    """0/1 samples with probabilities ``input`` (or the number ``p``)."""
+    probs = input._host().astype(np.float64) if p is None else np.full(input.shape, p)
+    if np.any((probs < 0) | (probs > 1)):
+        raise RuntimeError("bernoulli: all probabilities must be in [0, 1]")
+    return _from_host(_gen(generator).random(input.shape) < probs, input.dtype, input.device)
+
+
+# ---- copies, casts, devices ------------------------------------------------------------------------
+def copy_(input: Tensor, src, non_blocking: bool = False) -> Tensor:
+    """Copy ``src`` (broadcast to ``input``'s shape, cast to its dtype) into ``input``."""
+    from .pointwise import copy
+    if not isinstance(src, Tensor):
+        src = _scalar_tensor(src, input.dtype)
+    if src.device != input.device:
+        transfer = _TRANSFERS.get((src.device.type, input.device.type))
+        if transfer is None:
+            raise RuntimeError(f"copy_: no transfer from {src.device} to {input.device}")
+        src = transfer(src, input.device, non_blocking)
+    copy(src, _into=input)
+    return input
+
+
+# (from type, to type) -> fn(tensor, device, non_blocking) -> tensor on device; device backends add theirs
+_TRANSFERS: dict = {}
+
+
+def to(input: Tensor, *args, dtype=None, device=None, non_blocking: bool = False, copy: bool = False,
+       memory_format=None) -> Tensor:
+    """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other_tensor)``: returns
+    ``input`` itself when nothing changes (unless ``copy=True``)."""
+    for a in args:
+        if isinstance(a, Tensor):
+            dtype, device = dtype or a.dtype, device or a.device
+        elif isinstance(a, D.DType) or a in (float, int, bool):
+            dtype = a
+        elif isinstance(a, bool):
+            non_blocking = a
+        elif isinstance(a, (str, Device, int)):
+            device = a
+        else:
+            raise TypeError(f"to(): unexpected argument {a!r}")
+    dt = input.dtype if dtype is None else D.to_dtype(dtype)
+    dev = input.device if device is None else Device(device)
+    if dev.type == "cuda" and dev.index is None and input.device.type == "cuda":
+        dev = input.device
+    if dt is input.dtype and dev == input.device and not copy:
+        return input
+    out = empty(input.shape, dtype=dt, device=dev)
+    return copy_(out, input, non_blocking)
+
+
+def contiguous(input: Tensor, memory_format=None) -> Tensor:
+    """``input`` if it is contiguous, else a contiguous copy."""
+    return input if input.is_contiguous() else clone(input)
+
+
+def clone(input: Tensor, *, memory_format=None) -> Tensor:
+    """A contiguous copy."""
+    return copy_(empty(input.shape, dtype=input.dtype, device=input.device), input)

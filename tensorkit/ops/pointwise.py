@@ -1,0 +1,266 @@
+"""Pointwise primitives: one table of scalar bodies.
+
+Each entry is one op, defined once: its name, its scalar body (rendered into Numba and
+Triton kernels by ``kernels/codegen.py``), its promotion rule and the dtypes it is declared
+for. ``Pointwise.__call__`` is the whole eager path: promotion and broadcasting (the meta
+rule), allocation, dispatch to the device's pointwise launcher, observers.
+
+float16/bfloat16 compute in float32 and store in their own dtype.
+"""
+from __future__ import annotations
+
+import math
+
+from .. import _dispatch
+from .. import dtypes as D
+from .._tensor import Tensor
+from ..kernels.codegen import Node, Program
+from .creation import empty, resize_out
+
+# promotion rules: how the computation and result dtypes follow from the common dtype
+SAME = "same"                  # result in the common dtype
+INT_TO_FLOAT = "int_to_float"  # integral/bool inputs compute in the default float dtype
+TO_BOOL = "to_bool"            # computed in the common dtype, result bool
+
+BOOL = (D.bool_,)
+INTS = D.INTEGER_DTYPES
+FLOATS = D.FLOAT_DTYPES
+NUMERIC = INTS + FLOATS
+ALL = BOOL + NUMERIC
+_HALF = (D.float16, D.bfloat16)
+
+
+def broadcast_shapes(*shapes) -> tuple:
+    """The broadcast of several shapes, PyTorch's error naming the mismatching sizes."""
+    if len(shapes) == 1:
+        return tuple(shapes[0])
+    ndim = max(len(s) for s in shapes)
+    out = [1] * ndim
+    for s in shapes:
+        for i, size in enumerate(s, ndim - len(s)):
+            if size != out[i]:
+                if out[i] == 1:
+                    out[i] = size
+                elif size != 1:
+                    raise RuntimeError(
+                        f"The size of tensor a ({out[i]}) must match the size of tensor b ({size}) at "
+                        f"non-singleton dimension {i}; shapes: " + ", ".join(str(list(x)) for x in shapes))
+    return tuple(out)
+
+
+class Pointwise:
+    """A pointwise primitive. ``body(m, *args)`` is its scalar expression."""
+
+    def __init__(self, name: str, body, promote: str = SAME, dtypes=ALL, *, promote_args=None,
+                 check=None, any_cast=False, vjp=None):
+        self.name = name
+        self.body = body
+        self.promote = promote
+        self.nin = body.__code__.co_argcount - 1
+        self.promote_args = promote_args       # indices of args taking part in promotion
+        self.check = check                     # check(common_dtype, args) -> raises on bad input
+        self.any_cast = any_cast               # may write into any dtype (copy/cast)
+        self.vjp = vjp
+        self._programs: dict = {}
+        for device_type in ("cpu", "cuda"):
+            _dispatch.register(name, device_type, dtypes)(_LAUNCH[device_type])
+
+    def dtypes(self, args):
+        """(common, compute, result) dtypes for these operands."""
+        pa = args if self.promote_args is None else [args[i] for i in self.promote_args]
+        common = D.result_type(*pa)
+        if self.promote == INT_TO_FLOAT and common.category < 2:
+            common = D.get_default_dtype()
+        compute = D.float32 if common in _HALF else common
+        return common, compute, (D.bool_ if self.promote == TO_BOOL else common)
+
+    def program(self, args, compute: D.DType, result: D.DType) -> Program:
+        key = tuple(a.dtype if type(a) is Tensor else type(a) for a in args) + (compute, result)
+        prog = self._programs.get(key)
+        if prog is None:
+            inputs = tuple(("tensor", a.dtype) if type(a) is Tensor else ("scalar", _scalar_dtype(a, compute))
+                           for a in args)
+            node = Node(self.name, self.body, tuple(range(len(args))), compute, result)
+            prog = self._programs[key] = Program(inputs, (node,), (len(args),))
+        return prog
+
+    def __call__(self, *args, out: Tensor | None = None, _into: Tensor | None = None):
+        """Run on tensors / Python numbers. ``out=``: PyTorch's out argument (resized if its
+        shape differs). ``_into``: write into this tensor, which the inputs broadcast to
+        (in-place ops and ``copy_``)."""
+        if len(args) != self.nin:
+            raise TypeError(f"{self.name}() takes {self.nin} tensor arguments, got {len(args)}")
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        if len(tensors) != len(args):
+            for a in args:
+                if not isinstance(a, (Tensor, int, float)):
+                    raise TypeError(f"{self.name}(): expected Tensor or Python number arguments, "
+                                    f"got {type(a).__name__}")
+            if not tensors:
+                raise TypeError(f"{self.name}(): at least one argument must be a Tensor")
+        device = tensors[0]._storage.device
+        for t in tensors:
+            if t._storage.device != device:
+                args, device = _move_cpu_scalars(self.name, args, _into or out)
+                break
+        if out is not None and _into is None and any(a is out for a in args):
+            _into, out = out, None                 # out= one of the inputs: in place, no resizing
+        common, compute, result = self.dtypes(args)
+        if self.check is not None:
+            self.check(common, args)
+        shape = broadcast_shapes(*[t._shape for t in tensors]) if len(tensors) > 1 else tensors[0]._shape
+        dest = _into if _into is not None else out
+        if dest is not None:
+            if not self.any_cast and not D.can_cast(result, dest.dtype):
+                raise RuntimeError(f"{self.name}: result type {result} can't be cast to the desired output "
+                                   f"type {dest.dtype}")
+            if dest._storage.device != device:
+                raise RuntimeError(f"{self.name}: the output tensor is on {dest.device} but the inputs are on {device}")
+            if _into is not None:
+                if broadcast_shapes(_into._shape, shape) != tuple(_into._shape):
+                    raise RuntimeError(f"{self.name}: output with shape {list(_into._shape)} doesn't match "
+                                       f"the broadcast shape {list(broadcast_shapes(_into._shape, shape))}")
+            else:
+                resize_out(out, shape)
+            result = dest.dtype                    # computed in `compute`, stored as dest's dtype
+            dest._bump_version()
+        else:
+            dest = empty(shape, dtype=result, device=device)
+        kernel = _dispatch.lookup(self.name, device.type, common)
+        kernel(self.program(args, compute, result), args, [dest], dest.numel())
+        if _dispatch.observers:
+            _dispatch.notify(self.name, args, (dest,), {"into": _into is not None})
+        return dest
+
+    def __repr__(self) -> str:
+        return f"<pointwise primitive {self.name}>"
+
+
+def _launch_on(device_type: str):
+    def launch(program, args, outs, numel):
+        _dispatch.pointwise_launcher(device_type)(program, args, outs, numel)
+    return launch
+
+
+_LAUNCH = {d: _launch_on(d) for d in ("cpu", "cuda")}
+
+
+def _scalar_dtype(value, compute: D.DType) -> D.DType:
+    # Python scalars enter the kernel in the compute dtype, except ints for integer ops,
+    # which travel as int64 and wrap into the compute dtype inside the kernel (PyTorch's wrap).
+    if compute.category == 1 and not isinstance(value, bool):
+        return D.int64
+    return compute
+
+
+def _move_cpu_scalars(name, args, dest):
+    """Mixing devices is an error, except 0-d CPU tensors, which act as scalars (as in PyTorch)."""
+    devices = {a.device for a in args if isinstance(a, Tensor) and not (a.ndim == 0 and a.device.type == "cpu")}
+    if dest is not None:
+        devices.add(dest.device)
+    if len(devices) > 1:
+        a, b = sorted(map(str, devices))[:2]
+        raise RuntimeError(f"{name}: expected all tensors to be on the same device, but found at least two "
+                           f"devices, {a} and {b}")
+    (device,) = devices
+    return [a.to(device) if isinstance(a, Tensor) and a.device != device else a for a in args], device
+
+
+# ---- input checks ------------------------------------------------------------------------
+def _no_bool(msg):
+    def check(common, args):
+        if common is D.bool_:
+            raise RuntimeError(msg)
+    return check
+
+
+def _int_div_check(common, args):
+    if common.category == 1:
+        b = args[1]
+        zero = (b == 0) if isinstance(b, (int, float, bool)) else bool(_nonzero_free(b))
+        if zero:
+            raise ZeroDivisionError("integer division by zero")
+
+
+def _nonzero_free(t: Tensor) -> bool:
+    """Whether an integer tensor has a zero (host read: integer division checks it first)."""
+    return bool((t._host() == 0).any())
+
+
+def _pow_check(common, args):
+    base, exp = args
+    if common.category == 1:
+        if isinstance(exp, int) and exp < 0 or isinstance(exp, Tensor) and exp.dtype.category == 1 \
+                and bool((exp._host() < 0).any()):
+            raise RuntimeError("pow: integers to negative integer powers are not allowed")
+
+
+# ---- the table -----------------------------------------------------------------------------
+add = Pointwise("add", lambda m, a, b: a + b)
+sub = Pointwise("sub", lambda m, a, b: a - b, check=_no_bool(
+    "Subtraction, the `-` operator, with two bool tensors is not supported. "
+    "Use the `^` or `logical_xor()` operator instead."))
+mul = Pointwise("mul", lambda m, a, b: a * b)
+div = Pointwise("div", lambda m, a, b: a / b, INT_TO_FLOAT, FLOATS)
+floor_divide = Pointwise("floor_divide", lambda m, a, b: m.floordiv(a, b), SAME, NUMERIC, check=_int_div_check)
+trunc_divide = Pointwise("trunc_divide", lambda m, a, b: m.truncdiv(a, b), SAME, NUMERIC, check=_int_div_check)
+remainder = Pointwise("remainder", lambda m, a, b: m.remainder(a, b), SAME, NUMERIC, check=_int_div_check)
+fmod = Pointwise("fmod", lambda m, a, b: m.fmod(a, b), SAME, NUMERIC, check=_int_div_check)
+pow = Pointwise("pow", lambda m, a, b: m.pow(a, b), SAME, NUMERIC, check=_pow_check)
+atan2 = Pointwise("atan2", lambda m, a, b: m.arctan2(a, b), INT_TO_FLOAT, FLOATS)
+maximum = Pointwise("maximum", lambda m, a, b: m.maximum(a, b))
+minimum = Pointwise("minimum", lambda m, a, b: m.minimum(a, b))
+
+neg = Pointwise("neg", lambda m, x: -x, SAME, NUMERIC, check=_no_bool(
+    "Negation, the `-` operator, on a bool tensor is not supported. If you are trying to invert a mask, "
+    "use the `~` or `logical_not()` operator instead."))
+abs = Pointwise("abs", lambda m, x: m.abs(x), SAME, NUMERIC)
+sign = Pointwise("sign", lambda m, x: m.sign(x))
+floor = Pointwise("floor", lambda m, x: m.floor(x) if x.dtype.is_floating_point else x, SAME, NUMERIC)
+ceil = Pointwise("ceil", lambda m, x: m.ceil(x) if x.dtype.is_floating_point else x, SAME, NUMERIC)
+trunc = Pointwise("trunc", lambda m, x: m.trunc(x) if x.dtype.is_floating_point else x, SAME, NUMERIC)
+round = Pointwise("round", lambda m, x: m.round(x) if x.dtype.is_floating_point else x, SAME, NUMERIC)
+
+_UNARY_FLOAT = {
+    "exp": lambda m, x: m.exp(x), "exp2": lambda m, x: m.exp2(x), "expm1": lambda m, x: m.expm1(x),
+    "log": lambda m, x: m.log(x), "log2": lambda m, x: m.log2(x), "log10": lambda m, x: m.log10(x),
+    "log1p": lambda m, x: m.log1p(x), "sqrt": lambda m, x: m.sqrt(x), "rsqrt": lambda m, x: 1 / m.sqrt(x),
+    "sin": lambda m, x: m.sin(x), "cos": lambda m, x: m.cos(x), "tan": lambda m, x: m.tan(x),
+    "asin": lambda m, x: m.arcsin(x), "acos": lambda m, x: m.arccos(x), "atan": lambda m, x: m.arctan(x),
+    "sinh": lambda m, x: m.sinh(x), "cosh": lambda m, x: m.cosh(x), "tanh": lambda m, x: m.tanh(x),
+    "erf": lambda m, x: m.erf(x), "erfc": lambda m, x: m.erfc(x),
+}
+_g = globals()
+for _name, _body in _UNARY_FLOAT.items():
+    _g[_name] = Pointwise(_name, _body, INT_TO_FLOAT, FLOATS)
+del _g, _name, _body
+
+isnan = Pointwise("isnan", lambda m, x: m.isnan(x), TO_BOOL)
+isinf = Pointwise("isinf", lambda m, x: m.isinf(x), TO_BOOL)
+isfinite = Pointwise("isfinite", lambda m, x: m.isfinite(x), TO_BOOL)
+
+eq = Pointwise("eq", lambda m, a, b: a == b, TO_BOOL)
+ne = Pointwise("ne", lambda m, a, b: a != b, TO_BOOL)
+lt = Pointwise("lt", lambda m, a, b: a < b, TO_BOOL)
+le = Pointwise("le", lambda m, a, b: a <= b, TO_BOOL)
+gt = Pointwise("gt", lambda m, a, b: a > b, TO_BOOL)
+ge = Pointwise("ge", lambda m, a, b: a >= b, TO_BOOL)
+
+logical_and = Pointwise("logical_and", lambda m, a, b: (a != 0) & (b != 0), TO_BOOL)
+logical_or = Pointwise("logical_or", lambda m, a, b: (a != 0) | (b != 0), TO_BOOL)
+logical_xor = Pointwise("logical_xor", lambda m, a, b: (a != 0) ^ (b != 0), TO_BOOL)
+logical_not = Pointwise("logical_not", lambda m, x: m.logical_not(x != 0), TO_BOOL)
+
+bitwise_and = Pointwise("bitwise_and", lambda m, a, b: a & b, SAME, BOOL + INTS)
+bitwise_or = Pointwise("bitwise_or", lambda m, a, b: a | b, SAME, BOOL + INTS)
+bitwise_xor = Pointwise("bitwise_xor", lambda m, a, b: a ^ b, SAME, BOOL + INTS)
+bitwise_not = Pointwise("bitwise_not", lambda m, x: m.invert(x), SAME, BOOL + INTS)
+bitwise_left_shift = Pointwise("bitwise_left_shift", lambda m, a, b: m.shift_left(a, b), SAME, INTS)
+bitwise_right_shift = Pointwise("bitwise_right_shift", lambda m, a, b: m.shift_right(a, b), SAME, INTS)
+
+# where(cond, a, b): cond takes no part in promotion; it is cast to the compute dtype and tested.
+where = Pointwise("where", lambda m, c, a, b: m.where(c != 0, a, b), promote_args=(1, 2))
+# copy/cast: an identity body; the result dtype is the destination's (see ops.creation.copy_).
+copy = Pointwise("copy", lambda m, x: x, any_cast=True)
+
+__all__ = [n for n, v in globals().items() if isinstance(v, Pointwise)]
