@@ -14,7 +14,7 @@ from typing import Callable
 
 from .dtypes import DType
 
-_KERNELS: dict[tuple[str, str, DType], Callable] = {}
+KERNELS: dict[tuple[str, str, DType], Callable] = {}
 observers: list[Callable] = []
 
 
@@ -22,17 +22,17 @@ def register(op: str, device_type: str, dtypes) -> Callable:
     """Decorator: register ``fn`` as the kernel of ``op`` on ``device_type`` for each dtype."""
     def deco(fn: Callable) -> Callable:
         for d in dtypes:
-            _KERNELS[(op, device_type, d)] = fn
+            KERNELS[(op, device_type, d)] = fn
         return fn
     return deco
 
 
 def lookup(op: str, device_type: str, dtype: DType) -> Callable:
     """The kernel for (op, device type, dtype); NotImplementedError names what is missing."""
-    fn = _KERNELS.get((op, device_type, dtype))
+    fn = KERNELS.get((op, device_type, dtype))
     if fn is None:
         have = supported_dtypes(op, device_type)
-        if not have and device_type != "cpu" and not any(k[1] == device_type for k in _KERNELS):
+        if not have and device_type != "cpu" and not any(k[1] == device_type for k in KERNELS):
             raise NotImplementedError(f"{op}: no kernels are registered for device type '{device_type}' "
                                       f"(is its backend available?)")
         raise NotImplementedError(
@@ -43,7 +43,7 @@ def lookup(op: str, device_type: str, dtype: DType) -> Callable:
 
 def supported_dtypes(op: str, device_type: str) -> list[DType]:
     """The dtypes with a kernel for ``op`` on ``device_type``."""
-    return [d for (o, dev, d) in _KERNELS if o == op and dev == device_type]
+    return [d for (o, dev, d) in KERNELS if o == op and dev == device_type]
 
 
 # device type -> launcher(program, args, outs, numel) running a pointwise Program there;

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import _dispatch
 from .. import dtypes as D
+from .._tensor import Tensor
 from ..kernels.codegen import MathNamespace, Node, Program, Val, load_source, render
 
 PARALLEL_MIN_NUMEL = 1 << 17      # below this, thread wake-up costs more than it saves
@@ -211,74 +212,83 @@ def _coalesce(shape, stride_lists):
     return out_shape, out_strides
 
 
-def _operand(t):
-    """(buffer, offset, shape, strides, dtype) of a tensor, half types widened to float32."""
-    if t.dtype in _HALF:
-        a = np.ascontiguousarray(t._np(), dtype=np.float32)
-        return a.reshape(-1), 0, t.shape, _contiguous_strides(t.shape), D.float32
-    return t._storage.data, t._offset, t.shape, t._strides, t.dtype
-
-
-def _broadcast_strides(shape, strides, out_shape):
-    lead = len(out_shape) - len(shape)
-    return [0] * lead + [0 if s == 1 and o != 1 else st for s, st, o in zip(shape, strides, out_shape)]
-
-
 def launch(program: Program, args: list, outs: list, numel: int) -> None:
     """Run ``program`` on ``args`` (Tensors or Python scalars) writing ``outs`` (Tensors of
     the broadcast shape and of the program's output dtypes)."""
     if numel == 0:
         return
-    out_shape = outs[0].shape
-    half_outs = [o.dtype in _HALF for o in outs]
-    targets = [np.empty(out_shape, np.float32) if h else None for h in half_outs]
     program = _widen(program)
-    ops, modes, flat = [], [], True
-    for a, (_, dt) in zip(args, program.inputs):
-        if not hasattr(a, "_storage"):
-            ops.append(dt.numpy.type(a))
-            modes.append("scalar")
-            continue
-        op = _operand(a)
-        ops.append(op)
-        if a.numel() == 1:
-            modes.append("one")
-        elif op[2] == out_shape and (a.dtype in _HALF or a.is_contiguous()):
-            modes.append("flat")
-        else:
-            modes.append("strided")
-            flat = False
-    flat = flat and all(h or o.is_contiguous() for h, o in zip(half_outs, outs))
+    out_shape = outs[0]._shape
     parallel = numel >= PARALLEL_MIN_NUMEL
-    out_ops = [(t.reshape(-1), 0, out_shape, _contiguous_strides(out_shape)) if t is not None
-               else (o._storage.data, o._offset, out_shape, o._strides) for t, o in zip(targets, outs)]
-    if flat:
-        fn = _kernel(program, tuple(modes), parallel)
-        call = [b[off:off + numel] for b, off, _, _ in out_ops]
-        for op, mode in zip(ops, modes):
-            call.append(op if mode == "scalar" else (op[0][op[1]:op[1] + 1] if mode == "one" else op[0][op[1]:op[1] + numel]))
-        fn(numel, *call)
+    # fast path: contiguous full-size or single-element operands, no half types
+    modes, call = [], []
+    for a, (_, dt) in zip(args, program.inputs):
+        if not isinstance(a, Tensor):
+            modes.append("scalar")
+            call.append(dt.numpy.type(a))
+        elif a.dtype in _HALF:
+            break
+        elif a._shape == out_shape and a.is_contiguous():
+            modes.append("flat")
+            call.append(a._storage.data[a._offset:a._offset + numel])
+        elif a.numel() == 1:
+            modes.append("one")
+            call.append(a._storage.data[a._offset:a._offset + 1])
+        else:
+            break
     else:
-        modes = tuple("scalar" if m == "scalar" else "strided" for m in modes)
-        fn = _kernel(program, modes, parallel)
-        stride_lists = [list(st) for _, _, _, st in out_ops]
-        stride_lists += [_broadcast_strides(op[2], op[3], out_shape) for op, m in zip(ops, modes) if m != "scalar"]
-        shape, strides = _coalesce(out_shape, stride_lists)
-        call, k = [], 0
-        for b, off, _, _ in out_ops:
-            call += [b, off, np.asarray(strides[k], np.int64)]
+        if all(o.dtype not in _HALF and o.is_contiguous() for o in outs):
+            key = (program, tuple(modes), parallel)
+            fn = _kernels.get(key) or _kernel(*key)
+            fn(numel, *[o._storage.data[o._offset:o._offset + numel] for o in outs], *call)
+            return
+    _launch_strided(program, args, outs, numel, parallel)
+
+
+def _launch_strided(program: Program, args: list, outs: list, numel: int, parallel: bool) -> None:
+    out_shape = outs[0]._shape
+    targets = [np.empty(out_shape, np.float32) if o.dtype in _HALF else None for o in outs]
+    out_ops = [(t.reshape(-1), 0, _contiguous_strides(out_shape)) if t is not None
+               else (o._storage.data, o._offset, o._strides) for t, o in zip(targets, outs)]
+    modes, stride_lists, call_in = [], [list(st) for _, _, st in out_ops], []
+    for a, (_, dt) in zip(args, program.inputs):
+        if not isinstance(a, Tensor):
+            modes.append("scalar")
+            call_in.append(dt.numpy.type(a))
+            continue
+        buf, off, shape, strides = _operand(a)
+        modes.append("strided")
+        stride_lists.append(_broadcast_strides(shape, strides, out_shape))
+        call_in.append((buf, off))
+    shape, strides = _coalesce(out_shape, stride_lists)
+    fn = _kernel(program, tuple(modes), parallel)
+    call, k = [], 0
+    for buf, off, _ in out_ops:
+        call += [buf, off, np.asarray(strides[k], np.int64)]
+        k += 1
+    for m, x in zip(modes, call_in):
+        if m == "scalar":
+            call.append(x)
+        else:
+            call += [x[0], x[1], np.asarray(strides[k], np.int64)]
             k += 1
-        for op, m in zip(ops, modes):
-            if m == "scalar":
-                call.append(op)
-            else:
-                call += [op[0], op[1], np.asarray(strides[k], np.int64)]
-                k += 1
-        nrows = numel // shape[-1]
-        fn(nrows, len(shape), np.asarray(shape, np.int64), *call)
+    fn(numel // shape[-1], len(shape), np.asarray(shape, np.int64), *call)
     for t, o in zip(targets, outs):
         if t is not None:
             o._np()[...] = t
+
+
+def _operand(t):
+    """(buffer, offset, shape, strides) of a tensor, half types widened to float32."""
+    if t.dtype in _HALF:
+        a = np.ascontiguousarray(t._np(), dtype=np.float32)
+        return a.reshape(-1), 0, t._shape, _contiguous_strides(t._shape)
+    return t._storage.data, t._offset, t._shape, t._strides
+
+
+def _broadcast_strides(shape, strides, out_shape):
+    lead = len(out_shape) - len(shape)
+    return [0] * lead + [0 if s == 1 and o != 1 else st for s, st, o in zip(shape, strides, out_shape)]
 
 
 _widened: dict = {}

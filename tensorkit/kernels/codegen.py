@@ -86,7 +86,7 @@ class Node:
     dtype: D.DType
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)     # identity hash: programs are cached and reused
 class Program:
     """A pointwise DAG: ``inputs`` are ('tensor' | 'scalar', dtype); ``outputs`` index values."""
 

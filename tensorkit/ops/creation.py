@@ -39,17 +39,23 @@ def _size(size, op: str) -> tuple:
     return tuple(out)
 
 
+def new_tensor(shape: tuple, dtype: D.DType, device: Device) -> Tensor:
+    """A contiguous tensor with uninitialised memory (internal fast path: arguments checked)."""
+    n = 1
+    for s in shape:
+        n *= s
+    t = Tensor._make(allocate(n, dtype.numpy, device), 0, shape, contiguous_strides(shape), dtype)
+    t._contig = True
+    return t
+
+
 def empty(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """A tensor with uninitialised memory."""
     if len(size) == 1 and isinstance(size[0], (tuple, list)):
         size = size[0]
     shape = size if all(type(s) is int and s >= 0 for s in size) else _size(size, "empty")
     dtype = D.get_default_dtype() if dtype is None else D.to_dtype(dtype)
-    dev = device if type(device) is Device else _device(device)
-    n = 1
-    for s in shape:
-        n *= s
-    t = Tensor._make(allocate(n, dtype.numpy, dev), 0, shape, contiguous_strides(shape), dtype)
+    t = new_tensor(shape, dtype, device if type(device) is Device else _device(device))
     if requires_grad:
         t.requires_grad_()
     return t

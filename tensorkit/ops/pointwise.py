@@ -15,7 +15,7 @@ from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor
 from ..kernels.codegen import Node, Program
-from .creation import empty, resize_out
+from .creation import new_tensor, resize_out
 
 # promotion rules: how the computation and result dtypes follow from the common dtype
 SAME = "same"                  # result in the common dtype
@@ -100,7 +100,7 @@ class Pointwise:
                 raise TypeError(f"{self.name}(): at least one argument must be a Tensor")
         device = tensors[0]._storage.device
         for t in tensors:
-            if t._storage.device != device:
+            if t._storage.device is not device and t._storage.device != device:
                 args, device = _move_cpu_scalars(self.name, args, _into or out)
                 break
         if out is not None and _into is None and any(a is out for a in args):
@@ -108,7 +108,11 @@ class Pointwise:
         common, compute, result = self.dtypes(args)
         if self.check is not None:
             self.check(common, args)
-        shape = broadcast_shapes(*[t._shape for t in tensors]) if len(tensors) > 1 else tensors[0]._shape
+        shape = tensors[0]._shape
+        for t in tensors:
+            if t._shape != shape:
+                shape = broadcast_shapes(*[t._shape for t in tensors])
+                break
         dest = _into if _into is not None else out
         if dest is not None:
             if not self.any_cast and not D.can_cast(result, dest.dtype):
@@ -125,8 +129,9 @@ class Pointwise:
             result = dest.dtype                    # computed in `compute`, stored as dest's dtype
             dest._bump_version()
         else:
-            dest = empty(shape, dtype=result, device=device)
-        kernel = _dispatch.lookup(self.name, device.type, common)
+            dest = new_tensor(shape, result, device)
+        kernel = _dispatch.KERNELS.get((self.name, device.type, common)) or \
+            _dispatch.lookup(self.name, device.type, common)
         kernel(self.program(args, compute, result), args, [dest], dest.numel())
         if _dispatch.observers:
             _dispatch.notify(self.name, args, (dest,), {"into": _into is not None})
