@@ -26,6 +26,9 @@ from .ops.reduction import (all, amax, amin, aminmax, any, argmax, argmin, count
 from .ops.linalg import addmm, addmv, baddbmm, bmm, dot, ger, inner, matmul, mm, mv, outer, vdot
 from .ops.shape import cat, concat, concatenate, stack, hstack, vstack, flip, roll, tril, triu
 from .ops.einsum import einsum
+from .ops.indexing import (argwhere, gather, index_add, index_copy, index_fill, index_put, index_put_, index_select,
+                           masked_fill, masked_select, nonzero, scatter, scatter_add, scatter_reduce, take,
+                           take_along_dim)
 from .functional import (abs, absolute, acos, add, allclose, arccos, arcsin, arctan, arctan2, asin, atan, atan2,
                          bitwise_and, bitwise_left_shift, bitwise_not, bitwise_or, bitwise_right_shift,
                          bitwise_xor, ceil, clamp, clamp_max, clamp_min, clip, cos, cosh, div, divide, eq, equal,

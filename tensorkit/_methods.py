@@ -32,6 +32,9 @@ _FUNCTIONS = {
     R: """sum prod mean nansum nanmean var std amax amin max min aminmax argmax argmin all any count_nonzero
           logsumexp norm cumsum cumprod softmax log_softmax""",
     L: "matmul mm bmm mv dot inner vdot outer ger addmm addmv baddbmm",
+    I: """index_select gather scatter scatter_ scatter_add scatter_add_ scatter_reduce scatter_reduce_ index_put
+          index_put_ index_add index_add_ index_copy index_copy_ index_fill index_fill_ masked_fill masked_fill_
+          masked_select nonzero argwhere take take_along_dim""",
 }
 
 # in-place forms: name_ computes name(self, ...) and writes it into self
@@ -63,10 +66,14 @@ def _cast(dtype):
     return method
 
 
+_TYPE_NAMES = {"float32": "Float", "float64": "Double", "float16": "Half", "bfloat16": "BFloat16", "int64": "Long",
+               "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
+
+
 def _type(self, dtype=None, non_blocking=False):
     """``t.type()`` names the type; ``t.type(dtype)`` casts."""
     if dtype is None:
-        return f"tk.{'cuda.' if self.is_cuda else ''}{self.dtype.name}Tensor"
+        return f"tk.{'cuda.' if self.is_cuda else ''}{_TYPE_NAMES[self.dtype.name]}Tensor"
     return C.to(self, dtype)
 
 

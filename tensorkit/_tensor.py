@@ -188,6 +188,10 @@ class Tensor:
         if a is None:
             data = self._storage.data
             isz = data.itemsize
+            if 0 in self._shape:                   # no elements: the offset may lie past the end
+                a = np.empty(self._shape, data.dtype)
+                self._array = a
+                return a
             a = np.ndarray(self._shape, data.dtype, buffer=data.view(np.uint8), offset=self._offset * isz,
                            strides=[s * isz for s in self._strides])
             self._array = a
@@ -213,9 +217,17 @@ class Tensor:
         return self._np()
 
     def __array__(self, dtype=None, copy=None):
+        # numpy >= 2 passes copy: True must not hand out our memory (np.array(t) is a copy),
+        # False must not copy (np.asarray(t, copy=False)), None copies only to convert.
         a = self._host()
-        if dtype is not None:
-            a = a.astype(dtype)
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            if copy is False:
+                raise ValueError(f"can't convert a {self.dtype} tensor to numpy dtype {np.dtype(dtype)} without a copy")
+            return a.astype(dtype)
+        if copy:
+            return a.copy()
+        if copy is False and self.device.type != "cpu":
+            raise ValueError(f"can't give a {self.device} tensor's memory to numpy without a copy; use .cpu()")
         return a
 
     def tolist(self):

@@ -95,8 +95,8 @@ def to_dtype(obj) -> DType:
     """Accept a DType, a numpy dtype / type, or a python type (float, int, bool)."""
     if isinstance(obj, DType):
         return obj
-    if obj is builtins.float:
-        return get_default_dtype()
+    if obj is builtins.float:          # a Python float is a C double (PyTorch: float64)
+        return float64
     if obj is builtins.int:
         return int64
     if obj is builtins.bool:

@@ -12,6 +12,7 @@ import builtins
 from . import dtypes as D
 from ._tensor import Tensor
 from .ops import pointwise as P
+from .ops.creation import resize_out
 
 _Number = (int, float, bool)
 
@@ -21,18 +22,29 @@ def _inplace(prim, self, *args):
 
 
 # ---- arithmetic ------------------------------------------------------------------------------
+def _scaled(input, other, alpha):
+    """``alpha * other`` for add/sub, keeping the dtype PyTorch's ``add(..., alpha=)`` has:
+    alpha takes no part in promotion (bool + 2 * bool stays bool)."""
+    if alpha == 1:
+        return other
+    if not isinstance(other, Tensor):
+        return other * alpha
+    common = D.result_type(input, other)
+    if common.category < 2 and isinstance(alpha, float):
+        raise RuntimeError("For integral input tensors, argument alpha must not be a floating point number.")
+    if common is D.bool_:
+        return other if alpha else P.mul(other, False)
+    return P.mul(other, alpha)
+
+
 def add(input, other, *, alpha=1, out=None) -> Tensor:
     """``input + alpha * other``, broadcasting and promoting as PyTorch."""
-    if alpha != 1:
-        other = P.mul(other, alpha) if isinstance(other, Tensor) else other * alpha
-    return P.add(input, other, out=out)
+    return P.add(input, _scaled(input, other, alpha), out=out)
 
 
 def sub(input, other, *, alpha=1, out=None) -> Tensor:
     """``input - alpha * other``."""
-    if alpha != 1:
-        other = P.mul(other, alpha) if isinstance(other, Tensor) else other * alpha
-    return P.sub(input, other, out=out)
+    return P.sub(input, _scaled(input, other, alpha), out=out)
 
 
 subtract = sub
@@ -107,6 +119,9 @@ def reciprocal(input, *, out=None) -> Tensor:
 
 
 def square(input, *, out=None) -> Tensor:
+    """``input * input``; bool squares to int64, as PyTorch's ``pow(input, 2)``."""
+    if input.dtype is D.bool_:
+        input = input.to(D.int64)
     return P.mul(input, input, out=out)
 
 
@@ -185,12 +200,16 @@ def frac(input) -> Tensor:
 
 
 def sigmoid(input) -> Tensor:
-    """``1 / (1 + exp(-input))``."""
+    """``1 / (1 + exp(-input))``; integer and bool inputs give the default float dtype."""
+    if not input.dtype.is_floating_point:     # negate in float: -x of an unsigned int wraps
+        input = input.to(D.get_default_dtype())
     return P.div(1, P.add(P.exp(P.neg(input)), 1))
 
 
 def relu(input) -> Tensor:
     """``max(input, 0)``; NaN stays NaN."""
+    if input.dtype is D.bool_:
+        raise RuntimeError("Boolean inputs not supported for relu")
     return P.maximum(input, 0)
 
 
@@ -230,14 +249,20 @@ def where(condition, input=None, other=None) -> Tensor:
 
 
 def lerp(input, end, weight) -> Tensor:
-    """``input + weight * (end - input)``."""
+    """``input + weight * (end - input)``; floating-point inputs only, as in PyTorch
+    (``end - input`` of unsigned integers would wrap)."""
+    if not input.dtype.is_floating_point:
+        raise RuntimeError(f"lerp: expected a floating-point input, got {input.dtype}; convert it with .float()")
     return P.add(input, P.mul(weight, P.sub(end, input)))
 
 
 def nan_to_num(input, nan: float = 0.0, posinf=None, neginf=None, *, out=None) -> Tensor:
     """Replace NaN, +inf and -inf with finite numbers (defaults: 0 and the dtype's extremes)."""
-    if not input.dtype.is_floating_point:
-        return input.clone()
+    if not input.dtype.is_floating_point:     # nothing to replace; out= and in-place still write
+        if out is None:
+            return input.clone()
+        resize_out(out, input.shape)
+        return out.copy_(input)
     import ml_dtypes
     info = ml_dtypes.finfo(input.dtype.numpy)
     hi = float(info.max) if posinf is None else posinf
@@ -270,7 +295,11 @@ def equal(input, other) -> bool:
 
 def isclose(input, other, rtol: float = 1e-05, atol: float = 1e-08, equal_nan: bool = False) -> Tensor:
     """``|input - other| <= atol + rtol * |other|`` elementwise."""
-    close = P.le(P.abs(P.sub(input, other)), P.add(P.mul(P.abs(other), rtol), atol))
+    if input.dtype is D.bool_ and other.dtype is D.bool_:
+        return P.eq(input, other)
+    diff = P.abs(P.sub(input, other))
+    # an infinite difference is never close (inf <= rtol * inf would say so); equal infs are
+    close = P.logical_and(P.isfinite(diff), P.le(diff, P.add(P.mul(P.abs(other), rtol), atol)))
     close = P.logical_or(close, P.eq(input, other))
     if equal_nan:
         close = P.logical_or(close, P.logical_and(P.isnan(input), P.isnan(other)))

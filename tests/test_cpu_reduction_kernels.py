@@ -314,9 +314,11 @@ def test_softmax_special(dtype, inner, log, threads):
 def test_cumsum_cumprod(dtype, shape, layout, threads):
     for fn, ref_fn, kind in [(R.cumsum, np.cumsum, "normal"), (R.cumprod, np.cumprod, "near1")]:
         x = make(shape, dtype, layout, kind=kind)
-        if fn is R.cumprod and np.issubdtype(dtype, np.integer):
-            x = np.clip(x, -2, 2).astype(dtype)
-        out = np.empty(shape, sum_out_dtype(dtype))
+        if fn is R.cumprod:
+            x = x[:, :40]  # long products overflow the reference
+            if np.issubdtype(dtype, np.integer):
+                x = np.clip(x, -2, 2).astype(dtype)
+        out = np.empty(x.shape, sum_out_dtype(dtype))
         fn(x, out)
         ref = ref_fn(x.astype(np.float64), axis=1)
         if out.dtype.kind == "f":  # float64 accumulation: within one rounding of the exact prefix

@@ -2,4 +2,4 @@
 
 Kernels here see tensors' memory layout only; they know nothing about autograd or promotion.
 """
-from . import linalg, pointwise, shape  # noqa: F401  (registration)
+from . import indexing, linalg, pointwise, reduction, shape  # noqa: F401  (registration)

@@ -164,14 +164,15 @@ def _scaffold(program: Program, modes: tuple[str, ...], parallel: bool) -> str:
     body = [f"    last = rank - 1", f"    ncols = shape[last]"]
     body += [f"    for row in {loop}(nrows):"]
     body += [f"        p_{b} = {b}_off" for b in offs]
-    body += ["        rem = row", "        for d in range(last - 1, -1, -1):",
-             "            idx = rem % shape[d]", "            rem //= shape[d]"]
+    # row -> per-dim index through row_div (products of the outer sizes after each dim): Numba's
+    # prange forbids updating a copy of the loop index
+    body += ["        for d in range(last):", "            idx = (row // row_div[d]) % shape[d]"]
     body += [f"            p_{b} += idx * {b}_st[d]" for b in offs]
     body += [f"        s_{b} = {b}_st[last]" for b in offs]
     body += ["        for j in range(ncols):"] + [f"            {l}" for l in lines]
     body += [f"            {o}[p_{o} + j * s_{o}] = {r}" for o, r in zip(outs, results)]
     return _JIT.format(par=", parallel=True" if parallel else "") + \
-        f"def {name}(nrows, rank, shape, {', '.join(args)}):\n" + "\n".join(body) + "\n"
+        f"def {name}(nrows, rank, shape, row_div, {', '.join(args)}):\n" + "\n".join(body) + "\n"
 
 
 _kernels: dict = {}
@@ -272,10 +273,14 @@ def _launch_strided(program: Program, args: list, outs: list, numel: int, parall
         else:
             call += [x[0], x[1], np.asarray(strides[k], np.int64)]
             k += 1
-    fn(numel // shape[-1], len(shape), np.asarray(shape, np.int64), *call)
-    for t, o in zip(targets, outs):
-        if t is not None:
-            o._np()[...] = t
+    row_div = np.ones(len(shape), np.int64)
+    for d in range(len(shape) - 3, -1, -1):
+        row_div[d] = row_div[d + 1] * shape[d + 1]
+    fn(numel // shape[-1], len(shape), np.asarray(shape, np.int64), row_div, *call)
+    with np.errstate(over="ignore"):         # rounding to half overflows to inf, silently as in PyTorch
+        for t, o in zip(targets, outs):
+            if t is not None:
+                o._np()[...] = t
 
 
 def _operand(t):
@@ -288,7 +293,7 @@ def _operand(t):
 
 def _broadcast_strides(shape, strides, out_shape):
     lead = len(out_shape) - len(shape)
-    return [0] * lead + [0 if s == 1 and o != 1 else st for s, st, o in zip(shape, strides, out_shape)]
+    return [0] * lead + [0 if s == 1 and o != 1 else st for s, st, o in zip(shape, strides, out_shape[lead:])]
 
 
 _widened: dict = {}

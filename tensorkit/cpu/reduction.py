@@ -29,6 +29,9 @@ import numba
 import numpy as np
 from numba import prange
 
+from .. import _dispatch
+from .. import dtypes as D
+
 __all__ = [
     "sum", "prod", "amax", "amin", "max_with_indices", "min_with_indices", "argmax",
     "argmin", "var", "all", "any", "logsumexp", "norm", "cumsum", "cumprod", "softmax",
@@ -796,3 +799,67 @@ def cumsum(x: np.ndarray, out: np.ndarray) -> np.ndarray:
 def cumprod(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out[o, j, k] = prod_{i <= j} x[o, i, k]; float64 accumulation for float out."""
     return _scan(x, out, False)
+
+
+# ---- dispatcher registration: Tensors in, (outer, n, inner) numpy views to the kernels ------------
+_HALF = (D.float16, D.bfloat16)
+_ALL = D.ALL_DTYPES
+_FLOATS = D.FLOAT_DTYPES
+
+
+def _prod_of(sizes) -> int:
+    n = 1
+    for s in sizes:
+        n *= s
+    return n
+
+
+def _as3d(x, dims) -> np.ndarray:
+    """x's elements as an (outer, n, inner) array reducing over axis 1 (a view when the
+    reduced dims are adjacent, as they are for one dim; a transposed copy otherwise)."""
+    a = x._np()
+    if x.dtype in _HALF:
+        a = a.astype(np.float32)
+    if not dims:
+        return a.reshape(1, 1, -1) if x.ndim == 0 else a.reshape(_prod_of(a.shape), 1, 1)
+    shape = a.shape
+    lo, hi = dims[0], dims[-1]
+    if hi - lo + 1 == len(dims):
+        return a.reshape(_prod_of(shape[:lo]), _prod_of(shape[lo:hi + 1]), _prod_of(shape[hi + 1:]))
+    kept = [d for d in range(a.ndim) if d not in dims]
+    return a.transpose(kept + list(dims)).reshape(_prod_of(shape[d] for d in kept), _prod_of(shape[d] for d in dims), 1)
+
+
+def _targets(outs, shape):
+    """Output arrays of ``shape`` for the kernel: the outputs' own memory, or float32
+    stand-ins for half outputs (rounded back by ``_store``)."""
+    return [np.empty(shape, np.float32) if o.dtype in _HALF else o._np().reshape(shape) for o in outs]
+
+
+def _store(outs, targets) -> None:
+    for o, t in zip(outs, targets):
+        if o.dtype in _HALF:
+            o._np()[...] = t.reshape(o.shape)
+
+
+def _register_reduction(op, kernel, dtypes, *param_names, scan=False):
+    @_dispatch.register(op, "cpu", dtypes)
+    def run(name, x, outs, dims, params):
+        a = _as3d(x, dims)
+        outer, n, inner = a.shape
+        targets = _targets(outs, a.shape if scan else (outer, inner))
+        kernel(a, *targets, *[params[p] for p in param_names])
+        _store(outs, targets)
+    return run
+
+
+for _op, _kernel, _dtypes, _params in [
+        ("sum", sum, _ALL, ()), ("prod", prod, _ALL, ()), ("amax", amax, _ALL, ()), ("amin", amin, _ALL, ()),
+        ("max_with_indices", max_with_indices, _ALL, ()), ("min_with_indices", min_with_indices, _ALL, ()),
+        ("argmax", argmax, _ALL, ()), ("argmin", argmin, _ALL, ()), ("all", all, _ALL, ()), ("any", any, _ALL, ()),
+        ("var", var, _FLOATS, ("correction",)), ("logsumexp", logsumexp, _FLOATS, ()),
+        ("norm", norm, _FLOATS, ("p",))]:
+    _register_reduction(_op, _kernel, _dtypes, *_params)
+for _op, _kernel, _dtypes in [("cumsum", cumsum, _ALL), ("cumprod", cumprod, _ALL),
+                              ("softmax", softmax, _FLOATS), ("log_softmax", log_softmax, _FLOATS)]:
+    _register_reduction(_op, _kernel, _dtypes, scan=True)

@@ -80,9 +80,15 @@ def full(size, fill_value, *, dtype=None, device=None, requires_grad: bool = Fal
     """A tensor of ``size`` filled with ``fill_value`` (dtype inferred from it, as PyTorch)."""
     if dtype is None:
         dtype = D.scalar_dtype(fill_value)
-    t = empty(_size((size,), "full"), dtype=dtype, device=device)
-    fill_(t, fill_value)
+    t = _fresh(fill_(empty(_size((size,), "full"), dtype=dtype, device=device), fill_value))
     return t.requires_grad_() if requires_grad else t
+
+
+def _fresh(t: Tensor) -> Tensor:
+    """``t`` was just allocated and filled here: no one else has seen its storage, so its version
+    counter starts at 0, as a new tensor's does in PyTorch (the fill's bump does not count)."""
+    t._storage.version = 0
+    return t
 
 
 def zeros(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
@@ -152,14 +158,19 @@ def _from_host(array: np.ndarray, dtype: D.DType, device=None, requires_grad: bo
 
 
 def _to_numpy_data(data):
-    """Python data (nested lists of numbers / tensors, numpy arrays) as a numpy array and
-    whether its floats came from Python (and so take the default dtype)."""
+    """Python data (nested lists of numbers / tensors, numpy arrays) as a numpy array and the
+    dtype PyTorch infers for it (None: numpy's, with Python floats taking the default dtype)."""
     if isinstance(data, Tensor):
-        return data._host(), False
-    if isinstance(data, np.ndarray):
-        return data, False
-    if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flat_items(data)):
-        data = _tensors_to_lists(data)
+        return data._host(), data.dtype
+    if isinstance(data, (np.ndarray, np.generic)):
+        return np.asarray(data), None if data.dtype.kind == "c" else D.from_numpy_dtype(data.dtype)
+    typed = None
+    if isinstance(data, (list, tuple)):
+        leaves = list(_flat_items(data))
+        if any(isinstance(x, (Tensor, np.ndarray, np.generic)) for x in leaves):
+            typed = _promote_leaves(leaves)     # as PyTorch: the elements' dtypes promoted together
+            if any(isinstance(x, Tensor) for x in leaves):
+                data = _tensors_to_lists(data)
     try:
         a = np.array(data)
     except ValueError as e:
@@ -167,7 +178,25 @@ def _to_numpy_data(data):
     if a.dtype == object or a.dtype.kind in "USV":
         raise TypeError(f"tensor(): can't convert data of type {type(data).__name__} to a tensor; "
                         f"expected numbers or nested sequences of numbers")
-    return a, True
+    return a, typed
+
+
+def _promote_leaves(leaves) -> D.DType | None:
+    out = None
+    for x in leaves:
+        if isinstance(x, Tensor):
+            dt = x.dtype
+        elif isinstance(x, (np.ndarray, np.generic)):
+            if x.dtype not in D._BY_NUMPY:
+                return None                     # let the numpy conversion report it
+            dt = D.from_numpy_dtype(x.dtype)
+        else:
+            try:
+                dt = D.scalar_dtype(x)
+            except TypeError:
+                return None
+        out = dt if out is None else D.promote_types(out, dt)
+    return out
 
 
 def _flat_items(data):
@@ -186,8 +215,9 @@ def _tensors_to_lists(data):
     return data
 
 
-def _infer_dtype(a: np.ndarray, from_python: bool) -> D.DType:
-    if a.dtype.kind == "f" and from_python:
+def _infer_dtype(a: np.ndarray) -> D.DType:
+    """The dtype of numpy-converted Python data: Python floats take the default dtype."""
+    if a.dtype.kind == "f":
         return D.get_default_dtype()
     if a.dtype.kind == "c":
         raise TypeError("complex tensors are not supported")
@@ -205,9 +235,8 @@ def tensor(data, *, dtype=None, device=None, requires_grad: bool = False) -> Ten
         tensor([[1., 2.],
                 [3., 4.]], dtype=tk.float16)
     """
-    a, from_python = _to_numpy_data(data)
-    dt = D.to_dtype(dtype) if dtype is not None else (
-        data.dtype if isinstance(data, Tensor) else _infer_dtype(a, from_python))
+    a, inferred = _to_numpy_data(data)
+    dt = D.to_dtype(dtype) if dtype is not None else inferred or _infer_dtype(a)
     if dt.category == 2 and a.dtype.kind in "iub":
         a = a.astype(np.float64)
     return _from_host(a, dt, device, requires_grad)
@@ -273,13 +302,15 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
 
 def linspace(start, end, steps: int, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     """``steps`` values evenly spaced from ``start`` to ``end`` inclusive."""
+    start, end = (x.item() if isinstance(x, Tensor) else x for x in (start, end))
     if steps < 0:
         raise RuntimeError(f"linspace(): number of steps must be non-negative, got {steps}")
     dtype = D.to_dtype(dtype) if dtype is not None else D.get_default_dtype()
     # PyTorch fills the first half from start and the second half back from end (symmetric rounding)
     i = np.arange(steps, dtype=np.float64)
     step = (end - start) / (steps - 1) if steps > 1 else 0.0
-    values = np.where(i < steps // 2, start + step * i, end - step * (steps - 1 - i))
+    values = np.where(i < steps // 2, start + step * i, end - step * (steps - 1 - i)) if steps > 1 else \
+        np.full(steps, start, np.float64)
     if dtype.category < 2:
         values = np.trunc(values) if dtype.category == 1 else values
     return _from_host(values, dtype, device, requires_grad)
@@ -295,6 +326,8 @@ def logspace(start, end, steps: int, base: float = 10.0, *, dtype=None, device=N
 def eye(n: int, m: int | None = None, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     """An ``n x m`` matrix with ones on the diagonal."""
     dtype = D.to_dtype(dtype) if dtype is not None else D.get_default_dtype()
+    if n < 0 or (m is not None and m < 0):
+        raise RuntimeError(f"eye(): n and m must be greater or equal to 0, got n={n}, m={m}")
     return _from_host(np.eye(n, n if m is None else m), dtype, device, requires_grad)
 
 
@@ -330,7 +363,8 @@ class Generator:
     def get_state(self) -> Tensor:
         """The stream's state as a uint8 tensor (to restore with ``set_state``)."""
         import json
-        text = json.dumps({"seed": self._seed, "state": self._np.bit_generator.state}, default=int)
+        text = json.dumps({"seed": self._seed, "state": self._np.bit_generator.state},
+                          default=lambda o: o.tolist() if isinstance(o, np.ndarray) else int(o))
         return tensor(np.frombuffer(text.encode(), np.uint8).copy())
 
     def set_state(self, state: Tensor) -> "Generator":
@@ -388,10 +422,19 @@ def _float_sample(dtype: D.DType):
     return np.float64 if dtype is D.float64 else np.float32
 
 
+def _uniform01(generator, shape, dtype: D.DType) -> np.ndarray:
+    """Uniform samples in [0, 1) that stay below 1 in ``dtype``: float16/bfloat16 draw multiples of
+    2**-digits (as PyTorch does), since rounding a float32 sample could give exactly 1."""
+    u = _gen(generator).random(shape, dtype=_float_sample(dtype))
+    if dtype in (D.float16, D.bfloat16):
+        digits = 11 if dtype is D.float16 else 8
+        u = np.floor(u * 2.0 ** digits) * 2.0 ** -digits
+    return u
+
+
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Uniform random numbers in [0, 1)."""
-    return _random(lambda s, d: _gen(generator).random(s, dtype=_float_sample(d)), size, dtype, device,
-                   requires_grad, "rand")
+    return _random(lambda s, d: _uniform01(generator, s, d), size, dtype, device, requires_grad, "rand")
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -449,7 +492,8 @@ def _fill_random_(input: Tensor, values: np.ndarray) -> Tensor:
 
 def uniform_(input: Tensor, a: float = 0.0, b: float = 1.0, *, generator=None) -> Tensor:
     """Fill with uniform random numbers in [a, b)."""
-    return _fill_random_(input, a + (b - a) * _gen(generator).random(input.shape))
+    u = _uniform01(generator, input.shape, input.dtype if input.dtype.category == 2 else D.float64)
+    return _fill_random_(input, a + (b - a) * u.astype(np.float64))
 
 
 def normal_(input: Tensor, mean: float = 0.0, std: float = 1.0, *, generator=None) -> Tensor:
@@ -506,7 +550,7 @@ def to(input: Tensor, *args, dtype=None, device=None, non_blocking: bool = False
     if dt is input.dtype and dev == input.device and not copy:
         return input
     out = empty(input.shape, dtype=dt, device=dev)
-    return copy_(out, input, non_blocking)
+    return _fresh(copy_(out, input, non_blocking))
 
 
 def contiguous(input: Tensor, memory_format=None) -> Tensor:
@@ -516,4 +560,4 @@ def contiguous(input: Tensor, memory_format=None) -> Tensor:
 
 def clone(input: Tensor, *, memory_format=None) -> Tensor:
     """A contiguous copy."""
-    return copy_(empty(input.shape, dtype=input.dtype, device=input.device), input)
+    return _fresh(copy_(empty(input.shape, dtype=input.dtype, device=input.device), input))

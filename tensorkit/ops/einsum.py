@@ -80,9 +80,9 @@ def _contract(x: Tensor, xl: list, y: Tensor, yl: list, keep: set) -> tuple[Tens
     left = [l for l in xl if l not in yl]
     right = [l for l in yl if l not in xl]
     size = dict(zip(xl, x.shape)) | dict(zip(yl, y.shape))
-    n = lambda labels: math.prod(size[l] for l in labels)   # noqa: E731
-    a = x.permute([xl.index(l) for l in batch + left + con]).reshape(n(batch), n(left), n(con))
-    b = y.permute([yl.index(l) for l in batch + con + right]).reshape(n(batch), n(con), n(right))
+    nb, nl, nc, nr = (math.prod(size[l] for l in group) for group in (batch, left, con, right))
+    a = x.permute([xl.index(l) for l in batch + left + con]).reshape(nb, nl, nc)
+    b = y.permute([yl.index(l) for l in batch + con + right]).reshape(nb, nc, nr)
     out = batch + left + right
     return matmul(a, b).reshape([size[l] for l in out]), out
 

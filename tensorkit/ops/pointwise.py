@@ -37,7 +37,8 @@ def broadcast_shapes(*shapes) -> tuple:
     ndim = max(len(s) for s in shapes)
     out = [1] * ndim
     for s in shapes:
-        for i, size in enumerate(s, ndim - len(s)):
+        # right to left, so the dim reported is the one PyTorch reports (the last mismatch)
+        for i, size in reversed(list(enumerate(s, ndim - len(s)))):
             if size != out[i]:
                 if out[i] == 1:
                     out[i] = size
@@ -127,6 +128,7 @@ class Pointwise:
             else:
                 resize_out(out, shape)
             result = dest.dtype                    # computed in `compute`, stored as dest's dtype
+            args = _unalias(args, dest)
             dest._bump_version()
         else:
             dest = new_tensor(shape, result, device)
@@ -139,6 +141,19 @@ class Pointwise:
 
     def __repr__(self) -> str:
         return f"<pointwise primitive {self.name}>"
+
+
+def _unalias(args, dest: Tensor):
+    """Inputs that share memory with ``dest`` other than as the very same view would be
+    overwritten while still being read (``x[1:].copy_(x[:-1])``): read them from a copy.
+    (PyTorch raises for such partial overlaps; a copy gives the answer the user meant.)"""
+    st = dest._storage
+    for a in args:
+        if isinstance(a, Tensor) and a._storage is st and not (
+                a._offset == dest._offset and a._strides == dest._strides and a._shape == dest._shape):
+            from .creation import clone
+            return [clone(a) if isinstance(a, Tensor) and a._storage is st and a is not dest else a for a in args]
+    return args
 
 
 def _launch_on(device_type: str):

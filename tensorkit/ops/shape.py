@@ -66,11 +66,18 @@ def stack(tensors, dim: int = 0, *, out=None) -> Tensor:
 
 
 def hstack(tensors) -> Tensor:
-    tensors = list(tensors)
+    """Join along the columns (dim 1), or along dim 0 for 1-D tensors; 0-d tensors count as 1-D."""
+    tensors = [t.reshape(1) if t.ndim == 0 else t for t in tensors]
+    if not tensors:
+        raise RuntimeError("hstack expects a non-empty TensorList")
     return cat(tensors, 0 if tensors[0].ndim == 1 else 1)
 
 
 def vstack(tensors) -> Tensor:
+    """Join along dim 0; 0-d and 1-d tensors count as rows ([1, n])."""
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("vstack expects a non-empty TensorList")
     return cat([t.reshape(1, -1) if t.ndim < 2 else t for t in tensors], 0)
 
 

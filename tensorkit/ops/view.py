@@ -7,6 +7,8 @@ PyTorch does; ``view`` never copies and says so when it can't.
 """
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from .. import _dispatch
@@ -24,7 +26,10 @@ def _view(base: Tensor, shape, strides, offset: int, op: str, params=None) -> Te
 def _dims(dims, op: str) -> tuple:
     if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
         dims = dims[0]
-    return tuple(int(d) for d in dims)
+    try:
+        return tuple(operator.index(d) for d in dims)      # ints (or int tensors); 2.0 is an error
+    except TypeError:
+        raise TypeError(f"{op}: expected a sequence of ints, got {list(dims)}") from None
 
 
 def _infer_shape(shape, numel: int, op: str) -> tuple:
@@ -186,6 +191,9 @@ def movedim(input: Tensor, source, destination) -> Tensor:
         raise RuntimeError(f"movedim: source {src} and destination {dst} must have the same number of dims")
     src = [_wrap_dim(d, input.ndim, "movedim") for d in src]
     dst = [_wrap_dim(d, input.ndim, "movedim") for d in dst]
+    for name, ds in (("source", src), ("destination", dst)):
+        if len(set(ds)) != len(ds):
+            raise RuntimeError(f"movedim: repeated dim in `{name}` ({list(source if name == 'source' else destination)})")
     order = [d for d in range(input.ndim) if d not in src]
     for d, s in sorted(zip(dst, src)):
         order.insert(d, s)
@@ -238,6 +246,8 @@ def narrow(input: Tensor, dim: int, start: int, length: int) -> Tensor:
     size = input.shape[d]
     if isinstance(start, Tensor):
         start = start.item()
+    if not -size <= start <= size:
+        raise IndexError(f"narrow: start out of range (expected to be in range of [{-size}, {size}], but got {start})")
     if start < 0:
         start += size
     if not (0 <= start <= size) or length < 0 or start + length > size:
@@ -254,7 +264,7 @@ def select(input: Tensor, dim: int, index: int) -> Tensor:
         raise IndexError("select() cannot be applied to a 0-dim tensor")
     d = _wrap_dim(dim, input.ndim, "select")
     size = input.shape[d]
-    index = int(index)
+    index = operator.index(index)
     if not -size <= index < size:
         raise IndexError(f"index {index} is out of bounds for dimension {d} with size {size}")
     if index < 0:
@@ -267,6 +277,8 @@ def select(input: Tensor, dim: int, index: int) -> Tensor:
 
 def unbind(input: Tensor, dim: int = 0) -> tuple:
     """All slices along ``dim``."""
+    if input.ndim == 0:
+        raise IndexError("unbind() cannot be applied to a 0-dim tensor")
     d = _wrap_dim(dim, input.ndim, "unbind")
     return tuple(select(input, d, i) for i in range(input.shape[d]))
 
@@ -282,6 +294,8 @@ def split(input: Tensor, split_size_or_sections, dim: int = 0) -> tuple:
         sections = [min(step, size - i) for i in range(0, size, step)] if size else [0]
     else:
         sections = list(split_size_or_sections)
+        if any(n < 0 for n in sections):
+            raise RuntimeError(f"split: split sizes must be non-negative, got {sections}")
         if sum(sections) != size:
             raise RuntimeError(f"split: split sizes {sections} don't sum to the size {size} of dim {d}")
     out, start = [], 0
@@ -292,16 +306,23 @@ def split(input: Tensor, split_size_or_sections, dim: int = 0) -> tuple:
 
 
 def tensor_split(input: Tensor, indices_or_sections, dim: int = 0) -> tuple:
+    """``n`` nearly equal pieces (the first ``size % n`` one longer), or the pieces between
+    ``indices``, each taken as the Python slice ``x[prev:index]`` (negative indices wrap; an
+    index before the previous one gives an empty piece), as in PyTorch and numpy."""
     d = _wrap_dim(dim, input.ndim, "tensor_split")
     size = input.shape[d]
-    if isinstance(indices_or_sections, int):
-        n = indices_or_sections
+    if isinstance(indices_or_sections, (int, np.integer)):
+        n = int(indices_or_sections)
+        if n <= 0:
+            raise RuntimeError(f"tensor_split: number of sections must be larger than 0, got {n}")
         q, r = divmod(size, n)
-        sections = [q + 1] * r + [q] * (n - r)
-    else:
-        bounds = [0] + [min(max(i, 0), size) for i in indices_or_sections] + [size]
-        sections = [max(b - a, 0) for a, b in zip(bounds, bounds[1:])]
-    return split(input, sections, d)
+        return split(input, [q + 1] * r + [q] * (n - r), d)
+    bounds = [0] + [int(i) for i in indices_or_sections] + [size]
+    out = []
+    for a, b in zip(bounds, bounds[1:]):
+        start, stop, _ = slice(a, b).indices(size)
+        out.append(narrow(input, d, start, max(stop - start, 0)))
+    return tuple(out)
 
 
 def chunk(input: Tensor, chunks: int, dim: int = 0) -> tuple:
@@ -310,7 +331,9 @@ def chunk(input: Tensor, chunks: int, dim: int = 0) -> tuple:
         raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
     d = _wrap_dim(dim, input.ndim, "chunk")
     size = input.shape[d]
-    step = max(-(-size // chunks), 1)
+    if size == 0:                      # PyTorch: `chunks` empty pieces
+        return split(input, [0] * chunks, d)
+    step = -(-size // chunks)
     return split(input, step, d)
 
 
@@ -357,6 +380,8 @@ def unfold(input: Tensor, dimension: int, size: int, step: int) -> Tensor:
         raise RuntimeError(f"unfold: maximum size for tensor at dimension {d} is {n} but size is {size}")
     if step <= 0:
         raise RuntimeError(f"unfold: step is {step} but must be > 0")
+    if input.ndim == 0:                # a 0-d tensor unfolds as one window of its single element
+        return _view(input, (size,), (1,), input._offset, "unfold", {"dim": d, "size": size, "step": step})
     shape = list(input.shape)
     strides = list(input._strides)
     shape[d] = (n - size) // step + 1
