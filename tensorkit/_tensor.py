@@ -28,7 +28,11 @@ class Size(tuple):
 
 
 def contiguous_strides(shape) -> tuple:
-    strides, acc = [0] * len(shape), 1
+    """Row-major strides (in elements) of ``shape``."""
+    n = len(shape)
+    if n < 2:
+        return (1,) if n else ()
+    strides, acc = [0] * n, 1
     for i in range(len(shape) - 1, -1, -1):
         strides[i] = acc
         acc *= max(shape[i], 1)

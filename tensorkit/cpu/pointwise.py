@@ -19,8 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _dispatch
+from . import _vecmath
 from .. import dtypes as D
-from .._tensor import Tensor
+from .._tensor import Tensor, contiguous_strides
 from ..kernels.codegen import MathNamespace, Node, Program, Val, load_source, render
 
 PARALLEL_MIN_NUMEL = 1 << 17      # below this, thread wake-up costs more than it saves
@@ -109,6 +110,9 @@ class NumbaMath(MathNamespace):
     def shift_right(self, a, b):
         return Val(f"({a.text} >> {b.text})", a.dtype, self)
 
+    def exp(self, x):                   # float32: vectorisable (see _vecmath)
+        return self.call("exp_f32" if x.dtype is D.float32 else "np.exp", x)
+
     def erf(self, x):
         return self.call("math.erf", x)
 
@@ -127,7 +131,8 @@ class NumbaMath(MathNamespace):
 
 NUMBA = NumbaMath()
 
-_HEADER = "import math\nimport numba\nimport numpy as np\n\n"
+_HEADER = ("import math\nimport numba\nimport numpy as np\n"
+           f"from tensorkit.cpu._vecmath import exp_f32  # vecmath v{_vecmath.VERSION}\n\n")
 _JIT = "@numba.njit(cache=True, error_model='numpy', nogil=True{par})\n"
 
 
@@ -187,14 +192,6 @@ def _kernel(program: Program, modes: tuple[str, ...], parallel: bool):
     return fn
 
 
-def _contiguous_strides(shape) -> tuple:
-    strides, acc = [], 1
-    for s in reversed(shape):
-        strides.append(acc)
-        acc *= s
-    return tuple(reversed(strides))
-
-
 def _coalesce(shape, stride_lists):
     """Merge adjacent dims that are contiguous for every operand; drop size-1 dims."""
     dims = [(s, [st[d] for st in stride_lists]) for d, s in enumerate(shape) if s != 1]
@@ -218,17 +215,20 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
     the broadcast shape and of the program's output dtypes)."""
     if numel == 0:
         return
-    program = _widen(program)
+    program = _widened.get(program) or _widen(program)
     out_shape = outs[0]._shape
     parallel = numel >= PARALLEL_MIN_NUMEL
     # fast path: contiguous full-size or single-element operands, no half types
-    modes, call = [], []
+    for o in outs:
+        if o.dtype in _HALF or not o.is_contiguous():
+            return _launch_strided(program, args, outs, numel, parallel)
+    modes, call = [], [o._storage.data[o._offset:o._offset + numel] for o in outs]
     for a, (_, dt) in zip(args, program.inputs):
         if not isinstance(a, Tensor):
             modes.append("scalar")
             call.append(dt.numpy.type(a))
         elif a.dtype in _HALF:
-            break
+            return _launch_strided(program, args, outs, numel, parallel)
         elif a._shape == out_shape and a.is_contiguous():
             modes.append("flat")
             call.append(a._storage.data[a._offset:a._offset + numel])
@@ -236,20 +236,15 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
             modes.append("one")
             call.append(a._storage.data[a._offset:a._offset + 1])
         else:
-            break
-    else:
-        if all(o.dtype not in _HALF and o.is_contiguous() for o in outs):
-            key = (program, tuple(modes), parallel)
-            fn = _kernels.get(key) or _kernel(*key)
-            fn(numel, *[o._storage.data[o._offset:o._offset + numel] for o in outs], *call)
-            return
-    _launch_strided(program, args, outs, numel, parallel)
+            return _launch_strided(program, args, outs, numel, parallel)
+    key = (program, tuple(modes), parallel)
+    (_kernels.get(key) or _kernel(*key))(numel, *call)
 
 
 def _launch_strided(program: Program, args: list, outs: list, numel: int, parallel: bool) -> None:
     out_shape = outs[0]._shape
     targets = [np.empty(out_shape, np.float32) if o.dtype in _HALF else None for o in outs]
-    out_ops = [(t.reshape(-1), 0, _contiguous_strides(out_shape)) if t is not None
+    out_ops = [(t.reshape(-1), 0, contiguous_strides(out_shape)) if t is not None
                else (o._storage.data, o._offset, o._strides) for t, o in zip(targets, outs)]
     modes, stride_lists, call_in = [], [list(st) for _, _, st in out_ops], []
     for a, (_, dt) in zip(args, program.inputs):
@@ -287,7 +282,7 @@ def _operand(t):
     """(buffer, offset, shape, strides) of a tensor, half types widened to float32."""
     if t.dtype in _HALF:
         a = np.ascontiguousarray(t._np(), dtype=np.float32)
-        return a.reshape(-1), 0, t._shape, _contiguous_strides(t._shape)
+        return a.reshape(-1), 0, t._shape, contiguous_strides(t._shape)
     return t._storage.data, t._offset, t._shape, t._strides
 
 

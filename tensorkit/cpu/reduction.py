@@ -815,13 +815,18 @@ def _prod_of(sizes) -> int:
 
 
 def _as3d(x, dims) -> np.ndarray:
-    """x's elements as an (outer, n, inner) array reducing over axis 1 (a view when the
-    reduced dims are adjacent, as they are for one dim; a transposed copy otherwise)."""
+    """x's elements as a C-contiguous (outer, n, inner) array reducing over axis 1: a view of
+    a contiguous x when the reduced dims are adjacent, else a copy. Contiguous only, so each
+    kernel compiles once per dtype, not once per memory layout as well."""
     a = x._np()
     if x.dtype in _HALF:
         a = a.astype(np.float32)
+    return np.ascontiguousarray(_grouped(a, x.ndim, dims))
+
+
+def _grouped(a: np.ndarray, ndim: int, dims) -> np.ndarray:
     if not dims:
-        return a.reshape(1, 1, -1) if x.ndim == 0 else a.reshape(_prod_of(a.shape), 1, 1)
+        return a.reshape(1, 1, -1) if ndim == 0 else a.reshape(_prod_of(a.shape), 1, 1)
     shape = a.shape
     lo, hi = dims[0], dims[-1]
     if hi - lo + 1 == len(dims):

@@ -63,6 +63,7 @@ class Pointwise:
         self.any_cast = any_cast               # may write into any dtype (copy/cast)
         self.vjp = vjp
         self._programs: dict = {}
+        self._plans: dict = {}
         for device_type in ("cpu", "cuda"):
             _dispatch.register(name, device_type, dtypes)(_LAUNCH[device_type])
 
@@ -76,14 +77,25 @@ class Pointwise:
         return common, compute, (D.bool_ if self.promote == TO_BOOL else common)
 
     def program(self, args, compute: D.DType, result: D.DType) -> Program:
-        key = tuple(a.dtype if type(a) is Tensor else type(a) for a in args) + (compute, result)
+        """The one-node Program computing this op on ``args`` (cached)."""
+        key = tuple(a.dtype if isinstance(a, Tensor) else type(a) for a in args) + (compute, result)
         prog = self._programs.get(key)
         if prog is None:
-            inputs = tuple(("tensor", a.dtype) if type(a) is Tensor else ("scalar", _scalar_dtype(a, compute))
+            inputs = tuple(("tensor", a.dtype) if isinstance(a, Tensor) else ("scalar", _scalar_dtype(a, compute))
                            for a in args)
             node = Node(self.name, self.body, tuple(range(len(args))), compute, result)
             prog = self._programs[key] = Program(inputs, (node,), (len(args),))
         return prog
+
+    def _plan(self, args):
+        """(common, compute, result, program), cached by the operands' dtypes, 0-d-ness and
+        scalar types: everything promotion looks at."""
+        sig = tuple([(a.dtype, not a._shape) if isinstance(a, Tensor) else type(a) for a in args])
+        plan = self._plans.get(sig)
+        if plan is None:
+            common, compute, result = self.dtypes(args)
+            plan = self._plans[sig] = (common, compute, result, self.program(args, compute, result))
+        return plan
 
     def __call__(self, *args, out: Tensor | None = None, _into: Tensor | None = None):
         """Run on tensors / Python numbers. ``out=``: PyTorch's out argument (resized if its
@@ -106,7 +118,7 @@ class Pointwise:
                 break
         if out is not None and _into is None and any(a is out for a in args):
             _into, out = out, None                 # out= one of the inputs: in place, no resizing
-        common, compute, result = self.dtypes(args)
+        common, compute, result, program = self._plan(args)
         if self.check is not None:
             self.check(common, args)
         shape = tensors[0]._shape
@@ -127,14 +139,15 @@ class Pointwise:
                                        f"the broadcast shape {list(broadcast_shapes(_into._shape, shape))}")
             else:
                 resize_out(out, shape)
-            result = dest.dtype                    # computed in `compute`, stored as dest's dtype
+            if dest.dtype is not result:           # computed in `compute`, stored as dest's dtype
+                program = self.program(args, compute, dest.dtype)
             args = _unalias(args, dest)
             dest._bump_version()
         else:
             dest = new_tensor(shape, result, device)
         kernel = _dispatch.KERNELS.get((self.name, device.type, common)) or \
             _dispatch.lookup(self.name, device.type, common)
-        kernel(self.program(args, compute, result), args, [dest], dest.numel())
+        kernel(program, args, [dest], dest.numel())
         if _dispatch.observers:
             _dispatch.notify(self.name, args, (dest,), {"into": _into is not None})
         return dest

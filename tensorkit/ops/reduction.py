@@ -14,7 +14,7 @@ from collections import namedtuple
 from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor, _wrap_dim
-from .creation import empty, resize_out, to
+from .creation import new_tensor, resize_out, to
 
 ALL = D.ALL_DTYPES
 FLOATS = D.FLOAT_DTYPES
@@ -33,29 +33,25 @@ def _reduced_dims(x: Tensor, dim, op: str) -> tuple:
     return tuple(out)
 
 
-def _kept_shape(x: Tensor, dims) -> tuple:
-    return tuple(1 if i in dims else s for i, s in enumerate(x.shape))
+def _finish(result: Tensor, out: Tensor | None) -> Tensor:
+    if out is None:
+        return result
+    resize_out(out, result.shape)
+    return out.copy_(result)
 
 
-def _finish(result: Tensor, x: Tensor, dims, keepdim: bool, out: Tensor | None) -> Tensor:
-    if not keepdim and x.ndim:
-        result = result.reshape(tuple(s for i, s in enumerate(x.shape) if i not in dims))
-    elif not x.ndim:
-        result = result.reshape(())
-    if out is not None:
-        resize_out(out, result.shape)
-        out.copy_(result)
-        return out
-    return result
-
-
-def _run(op: str, x: Tensor, dims, out_dtypes, params: dict, dtypes_key: D.DType | None = None,
-         shape=None) -> list[Tensor]:
-    shape = _kept_shape(x, dims) if shape is None else shape
-    outs = [empty(shape, dtype=d, device=x.device) for d in out_dtypes]
-    _dispatch.lookup(op, x.device.type, dtypes_key or x.dtype)(op, x, outs, dims, params)
+def _run(op: str, x: Tensor, dims, out_dtypes, params: dict, keepdim: bool = False, shape=None) -> list[Tensor]:
+    """Allocate the outputs (reduced shape, or ``shape``), run the kernel, tell observers.
+    Kernels see the input, the outputs and the sorted reduced dims."""
+    if shape is None:
+        shape = tuple(1 if i in dims else s for i, s in enumerate(x._shape)) if keepdim else \
+            tuple(s for i, s in enumerate(x._shape) if i not in dims)
+    outs = [new_tensor(shape, d, x._storage.device) for d in out_dtypes]
+    kernel = _dispatch.KERNELS.get((op, x._storage.device.type, x.dtype)) or \
+        _dispatch.lookup(op, x._storage.device.type, x.dtype)
+    kernel(op, x, outs, dims, params)
     if _dispatch.observers:
-        _dispatch.notify(op, (x,), tuple(outs), dict(params, dims=dims))
+        _dispatch.notify(op, (x,), tuple(outs), dict(params, dims=dims, keepdim=keepdim))
     return outs
 
 
@@ -83,16 +79,16 @@ def sum(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None, out=None)
     """Sum over ``dim`` (all dims by default); integer and bool inputs sum in int64."""
     x = _cast_input(input, dtype)
     dims = _reduced_dims(x, dim, "sum")
-    (r,) = _run("sum", x, dims, [_int_accumulate(x.dtype)], {})
-    return _finish(r, x, dims, keepdim, out)
+    (r,) = _run("sum", x, dims, [_int_accumulate(x.dtype)], {}, keepdim)
+    return _finish(r, out)
 
 
 def prod(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None, out=None) -> Tensor:
     """Product over ``dim`` (one dim, or all); integer and bool inputs multiply in int64."""
     x = _cast_input(input, dtype)
     dims = _reduced_dims(x, dim, "prod")
-    (r,) = _run("prod", x, dims, [_int_accumulate(x.dtype)], {})
-    return _finish(r, x, dims, keepdim, out)
+    (r,) = _run("prod", x, dims, [_int_accumulate(x.dtype)], {}, keepdim)
+    return _finish(r, out)
 
 
 def mean(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None, out=None) -> Tensor:
@@ -107,7 +103,7 @@ def mean(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None, out=None
         n *= x.shape[d]
     s = sum(x, dims, keepdim)
     r = s.div(n) if n else s.div(0.0)
-    return _finish(r, r, (), True, out) if out is not None else r
+    return _finish(r, out)
 
 
 def nansum(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
@@ -131,14 +127,14 @@ def var(input: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correc
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0
     dims = _reduced_dims(input, dim, "var")
-    (r,) = _run("var", input, dims, [input.dtype], {"correction": correction})
-    return _finish(r, input, dims, keepdim, out)
+    (r,) = _run("var", input, dims, [input.dtype], {"correction": correction}, keepdim)
+    return _finish(r, out)
 
 
 def std(input: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None, out=None) -> Tensor:
     """Standard deviation: ``sqrt(var(...))``."""
     r = var(input, dim, unbiased, keepdim, correction=correction).sqrt()
-    return _finish(r, r, (), True, out) if out is not None else r
+    return _finish(r, out)
 
 
 def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
@@ -154,24 +150,24 @@ def amax(input: Tensor, dim=(), keepdim: bool = False, *, out=None) -> Tensor:
     """Max over ``dim`` (all dims by default); NaN propagates."""
     dims = _reduced_dims(input, dim, "amax")
     _check_nonempty(input, dims, "amax")
-    (r,) = _run("amax", input, dims, [input.dtype], {})
-    return _finish(r, input, dims, keepdim, out)
+    (r,) = _run("amax", input, dims, [input.dtype], {}, keepdim)
+    return _finish(r, out)
 
 
 def amin(input: Tensor, dim=(), keepdim: bool = False, *, out=None) -> Tensor:
     """Min over ``dim`` (all dims by default); NaN propagates."""
     dims = _reduced_dims(input, dim, "amin")
     _check_nonempty(input, dims, "amin")
-    (r,) = _run("amin", input, dims, [input.dtype], {})
-    return _finish(r, input, dims, keepdim, out)
+    (r,) = _run("amin", input, dims, [input.dtype], {}, keepdim)
+    return _finish(r, out)
 
 
 def _extreme_with_index(op: str, input: Tensor, dim, keepdim: bool):
     d = _wrap_dim(dim, input.ndim, op)
     dims = (d,) if input.ndim else ()
     _check_nonempty(input, dims, op)
-    v, i = _run(f"{op}_with_indices", input, dims, [input.dtype, D.int64], {})
-    return values_indices(_finish(v, input, dims, keepdim, None), _finish(i, input, dims, keepdim, None))
+    v, i = _run(f"{op}_with_indices", input, dims, [input.dtype, D.int64], {}, keepdim)
+    return values_indices(v, i)
 
 
 def max(input: Tensor, dim=None, keepdim: bool = False, *, out=None):
@@ -206,8 +202,8 @@ def _arg(op: str, input: Tensor, dim, keepdim: bool) -> Tensor:
     d = _wrap_dim(dim, input.ndim, op)
     dims = (d,) if input.ndim else ()
     _check_nonempty(input, dims, op)
-    (r,) = _run(op, input, dims, [D.int64], {})
-    return _finish(r, input, dims, keepdim, None)
+    (r,) = _run(op, input, dims, [D.int64], {}, keepdim)
+    return r
 
 
 def argmax(input: Tensor, dim=None, keepdim: bool = False) -> Tensor:
@@ -224,8 +220,8 @@ def argmin(input: Tensor, dim=None, keepdim: bool = False) -> Tensor:
 def _logical(op, input, dim, keepdim, out):
     dims = _reduced_dims(input, dim, op)
     rdt = D.uint8 if input.dtype is D.uint8 else D.bool_   # PyTorch keeps uint8 here
-    (r,) = _run(op, input, dims, [rdt], {})
-    return _finish(r, input, dims, keepdim, out)
+    (r,) = _run(op, input, dims, [rdt], {}, keepdim)
+    return _finish(r, out)
 
 
 def all(input: Tensor, dim=None, keepdim: bool = False, *, out=None) -> Tensor:
@@ -251,8 +247,8 @@ def logsumexp(input: Tensor, dim, keepdim: bool = False, *, out=None) -> Tensor:
     """``log(sum(exp(input)))`` over ``dim``, computed stably."""
     x = _float_input(input)
     dims = _reduced_dims(x, dim, "logsumexp")
-    (r,) = _run("logsumexp", x, dims, [x.dtype], {})
-    return _finish(r, x, dims, keepdim, out)
+    (r,) = _run("logsumexp", x, dims, [x.dtype], {}, keepdim)
+    return _finish(r, out)
 
 
 def norm(input: Tensor, p="fro", dim=None, keepdim: bool = False, *, dtype=None, out=None) -> Tensor:
@@ -265,8 +261,8 @@ def norm(input: Tensor, p="fro", dim=None, keepdim: bool = False, *, dtype=None,
     if p == "nuc":
         raise NotImplementedError("norm(p='nuc') is not supported")
     dims = _reduced_dims(x, dim, "norm")
-    (r,) = _run("norm", x, dims, [x.dtype], {"p": float(p)})
-    return _finish(r, x, dims, keepdim, out)
+    (r,) = _run("norm", x, dims, [x.dtype], {"p": float(p)}, keepdim)
+    return _finish(r, out)
 
 
 # ---- along one dim ---------------------------------------------------------------------------------
@@ -280,13 +276,13 @@ def _along(op: str, input: Tensor, dim: int, dtype, out_dtype_fn) -> Tensor:
 def cumsum(input: Tensor, dim: int, *, dtype=None, out=None) -> Tensor:
     """Running sum along ``dim``; integers accumulate in int64."""
     r = _along("cumsum", input, dim, dtype, _int_accumulate)
-    return _finish(r, r, (), True, out) if out is not None else r
+    return _finish(r, out)
 
 
 def cumprod(input: Tensor, dim: int, *, dtype=None, out=None) -> Tensor:
     """Running product along ``dim``; integers accumulate in int64."""
     r = _along("cumprod", input, dim, dtype, _int_accumulate)
-    return _finish(r, r, (), True, out) if out is not None else r
+    return _finish(r, out)
 
 
 def softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
