@@ -99,8 +99,13 @@ def machine_tag() -> str:
 def header(title: str, versions: dict[str, str]) -> str:
     """Markdown header naming the machine, date and library versions."""
     try:
-        load = " / ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
+        with open("/proc/loadavg") as f:
+            loads = f.read().split()[:3]
+        load = " / ".join(loads)
+        if float(loads[0]) > 0.5 * (os.cpu_count() or 1):
+            # Another process holds a core: threaded kernels wait for their slowest thread.
+            load += " **(machine busy: multi-threaded timings are unreliable)**"
+    except (OSError, ValueError, IndexError):
         load = "n/a"
     lines = [f"# {title}", "",
              f"- machine: `{machine_tag()}`, {cpu_model()}, {os.cpu_count()} cores",
