@@ -11,6 +11,7 @@ SETUP :=
 endif
 
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
+export TENSORKIT_CACHE_DIR ?= $(CURDIR)/.cache/tensorkit
 
 .PHONY: test demo bench clean
 
@@ -23,7 +24,8 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 	touch $@
 
 test: $(SETUP)
-	$(PY) -m pytest tests
+	# one pytest worker per core when pytest-xdist is there (cold Numba caches compile in parallel)
+	$(PY) -m pytest $$($(PY) -c "import xdist" 2>/dev/null && echo "-n auto") tests
 
 demo: $(SETUP)
 	$(PY) tutorials/01_tensors.py

@@ -136,17 +136,15 @@ _HEADER = ("import math\nimport numba\nimport numpy as np\n"
 _JIT = "@numba.njit(cache=True, error_model='numpy', nogil=True{par})\n"
 
 
-def _scaffold(program: Program, modes: tuple[str, ...], parallel: bool) -> str:
-    """Source of one kernel. ``modes[i]`` is 'flat', 'one' (a single element), 'strided' or
-    'scalar' for input i. Outputs are 'flat' in the flat kernel, 'strided' otherwise."""
-    strided = "strided" in modes
+def _scaffold(program: Program, modes: tuple[str, ...], parallel: bool, strided: bool) -> str:
+    """Source of one kernel. ``modes[i]`` is 'flat', 'strided' or 'scalar' (a number, or a
+    one-element tensor read on the host) for input i. Outputs are 'flat' in the flat kernel, 'strided' otherwise."""
     loop = "numba.prange" if parallel else "range"
     ins = [f"x{i}" for i in range(len(program.inputs))]
     outs = [f"o{j}" for j in range(len(program.outputs))]
     name = "kernel_" + ("par" if parallel else "ser")
     if not strided:
-        loaded = [f"x{i}[i]" if mode == "flat" else ("x%d[0]" % i if mode == "one" else f"x{i}")
-                  for i, mode in enumerate(modes)]
+        loaded = [f"x{i}[i]" if mode == "flat" else f"x{i}" for i, mode in enumerate(modes)]
         lines, results = render(program, NUMBA, loaded)
         body = [f"    for i in {loop}(n):"] + [f"        {l}" for l in lines]
         body += [f"        {o}[i] = {r}" for o, r in zip(outs, results)]
@@ -183,11 +181,11 @@ def _scaffold(program: Program, modes: tuple[str, ...], parallel: bool) -> str:
 _kernels: dict = {}
 
 
-def _kernel(program: Program, modes: tuple[str, ...], parallel: bool):
-    key = (program, modes, parallel)
+def _kernel(program: Program, modes: tuple[str, ...], parallel: bool, strided: bool = False):
+    key = (program, modes, parallel, strided)
     fn = _kernels.get(key)
     if fn is None:
-        source = _HEADER + _scaffold(program, modes, parallel)
+        source = _HEADER + _scaffold(program, modes, parallel, strided)
         fn = _kernels[key] = getattr(load_source(source, "numba_pointwise"), "kernel_par" if parallel else "kernel_ser")
     return fn
 
@@ -232,12 +230,12 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
         elif a._shape == out_shape and a.is_contiguous():
             modes.append("flat")
             call.append(a._storage.data[a._offset:a._offset + numel])
-        elif a.numel() == 1:
-            modes.append("one")
-            call.append(a._storage.data[a._offset:a._offset + 1])
+        elif a.numel() == 1:                     # read on the host: one kernel shape for scalars
+            modes.append("scalar")
+            call.append(a._storage.data[a._offset])
         else:
             return _launch_strided(program, args, outs, numel, parallel)
-    key = (program, tuple(modes), parallel)
+    key = (program, tuple(modes), parallel, False)
     (_kernels.get(key) or _kernel(*key))(numel, *call)
 
 
@@ -248,16 +246,17 @@ def _launch_strided(program: Program, args: list, outs: list, numel: int, parall
                else (o._storage.data, o._offset, o._strides) for t, o in zip(targets, outs)]
     modes, stride_lists, call_in = [], [list(st) for _, _, st in out_ops], []
     for a, (_, dt) in zip(args, program.inputs):
-        if not isinstance(a, Tensor):
+        if not isinstance(a, Tensor) or a.numel() == 1:
             modes.append("scalar")
-            call_in.append(dt.numpy.type(a))
+            call_in.append(dt.numpy.type(a) if not isinstance(a, Tensor) else
+                           np.float32(a._np().reshape(())) if a.dtype in _HALF else a._storage.data[a._offset])
             continue
         buf, off, shape, strides = _operand(a)
         modes.append("strided")
         stride_lists.append(_broadcast_strides(shape, strides, out_shape))
         call_in.append((buf, off))
     shape, strides = _coalesce(out_shape, stride_lists)
-    fn = _kernel(program, tuple(modes), parallel)
+    fn = _kernel(program, tuple(modes), parallel, True)
     call, k = [], 0
     for buf, off, _ in out_ops:
         call += [buf, off, np.asarray(strides[k], np.int64)]

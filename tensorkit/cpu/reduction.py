@@ -838,7 +838,8 @@ def _grouped(a: np.ndarray, ndim: int, dims) -> np.ndarray:
 def _targets(outs, shape):
     """Output arrays of ``shape`` for the kernel: the outputs' own memory, or float32
     stand-ins for half outputs (rounded back by ``_store``)."""
-    return [np.empty(shape, np.float32) if o.dtype in _HALF else o._np().reshape(shape) for o in outs]
+    # outputs are fresh contiguous tensors: their storage reshaped is their memory
+    return [np.empty(shape, np.float32) if o.dtype in _HALF else o._storage.data.reshape(shape) for o in outs]
 
 
 def _store(outs, targets) -> None:

@@ -89,8 +89,10 @@ class Pointwise:
 
     def _plan(self, args):
         """(common, compute, result, program), cached by the operands' dtypes, 0-d-ness and
-        scalar types: everything promotion looks at."""
-        sig = tuple([(a.dtype, not a._shape) if isinstance(a, Tensor) else type(a) for a in args])
+        scalar types, and the default dtype (Python floats and int->float ops follow it): everything
+        promotion looks at."""
+        sig = tuple([(a.dtype, not a._shape) if isinstance(a, Tensor) else type(a) for a in args]) \
+            + (D.get_default_dtype(),)
         plan = self._plans.get(sig)
         if plan is None:
             common, compute, result = self.dtypes(args)

@@ -30,7 +30,7 @@ def _reduced_dims(x: Tensor, dim, op: str) -> tuple:
     out = sorted({_wrap_dim(d, x.ndim, op) for d in dims})
     if len(out) != len(dims):
         raise RuntimeError(f"{op}: dim {list(dims)} appears multiple times in the list of dims")
-    return tuple(out)
+    return tuple(out) if x.ndim else ()        # a 0-d tensor accepts dim 0 / -1 and reduces nothing
 
 
 def _finish(result: Tensor, out: Tensor | None) -> Tensor:
@@ -173,19 +173,21 @@ def _extreme_with_index(op: str, input: Tensor, dim, keepdim: bool):
 def max(input: Tensor, dim=None, keepdim: bool = False, *, out=None):
     """``max(x)``: the largest element; ``max(x, dim)``: (values, indices); ``max(x, other)``: maximum."""
     if isinstance(dim, Tensor):
-        return input.maximum(dim)
+        return input.maximum(dim, out=out)
     if dim is None:
-        return amax(input)
-    return _extreme_with_index("max", input, dim, keepdim)
+        return amax(input, out=out)
+    r = _extreme_with_index("max", input, dim, keepdim)
+    return r if out is None else values_indices(_finish(r.values, out[0]), _finish(r.indices, out[1]))
 
 
 def min(input: Tensor, dim=None, keepdim: bool = False, *, out=None):
     """``min(x)``: the smallest element; ``min(x, dim)``: (values, indices); ``min(x, other)``: minimum."""
     if isinstance(dim, Tensor):
-        return input.minimum(dim)
+        return input.minimum(dim, out=out)
     if dim is None:
-        return amin(input)
-    return _extreme_with_index("min", input, dim, keepdim)
+        return amin(input, out=out)
+    r = _extreme_with_index("min", input, dim, keepdim)
+    return r if out is None else values_indices(_finish(r.values, out[0]), _finish(r.indices, out[1]))
 
 
 def aminmax(input: Tensor, *, dim=None, keepdim: bool = False):
@@ -261,6 +263,9 @@ def norm(input: Tensor, p="fro", dim=None, keepdim: bool = False, *, dtype=None,
     if p == "nuc":
         raise NotImplementedError("norm(p='nuc') is not supported")
     dims = _reduced_dims(x, dim, "norm")
+    if (p < 0 or p == float("inf")) and builtins.any(x.shape[d] == 0 for d in dims):
+        raise RuntimeError(f"norm: cannot compute the {p} norm over an empty dim (input shape {list(x.shape)}): "
+                           f"the operation has no identity")
     (r,) = _run("norm", x, dims, [x.dtype], {"p": float(p)}, keepdim)
     return _finish(r, out)
 

@@ -882,6 +882,7 @@ def _red(name, ref, *, declared=None, dims=("none", "int", "tuple"), op=None, **
 
 
 _WITH_DTYPE = {"dtype_kw": True}
+_ARG_BOOL = {(D.bool_,): "argmax of a mask is the first True (False < True); PyTorch has no bool kernel"}
 op_db += [
     _red("sum", _reducer(np.sum), options=_WITH_DTYPE),
     _red("mean", _reducer(np.mean), declared=("sum",), restrict=FLOATS, options=_WITH_DTYPE),
@@ -897,8 +898,8 @@ op_db += [
          options={"empty_error": True}),
     _red("min", _reducer(np.min, int_acc=False), declared=("amin",), dims=("none",),
          options={"empty_error": True}),
-    _red("argmax", _ref_arg(np.argmax), dims=("none", "int"), options={"empty_dim": False}),
-    _red("argmin", _ref_arg(np.argmin), dims=("none", "int"), options={"empty_dim": False}),
+    _red("argmax", _ref_arg(np.argmax), dims=("none", "int"), options={"empty_dim": False}, torch_rejects=_ARG_BOOL),
+    _red("argmin", _ref_arg(np.argmin), dims=("none", "int"), options={"empty_dim": False}, torch_rejects=_ARG_BOOL),
     _red("var", _ref_var, restrict=FLOATS,
          options={"kwargs": [{}, {"correction": 0}, {"correction": 2}]}),
     _red("std", lambda *a, **k: np.sqrt(_ref_var(*a, **k)), declared=("var", "sqrt"), restrict=FLOATS,
