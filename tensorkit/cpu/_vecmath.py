@@ -6,11 +6,13 @@ pure arithmetic (Cephes' range reduction and polynomial, 2**n built from its bit
 LLVM vectorises loops over it. Accuracy: <= 1.5 ulp over the normal range; inf, -inf,
 NaN, overflow and subnormal results as libm.
 """
+import math
+
 import llvmlite.ir as ir
 import numba
 import numpy as np
 from numba.core import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 # Generated kernels embed this in their source, so Numba's on-disk cache (which does not
 # track imported functions) is invalidated when the math here changes.
@@ -45,3 +47,16 @@ def exp_f32(x):
     k1 = k >> 1                      # 2**n as 2**k1 * 2**k2: subnormal and overflowing results
     k2 = k - k1
     return p * _bits_to_f32((k1 + np.int32(127)) << 23) * _bits_to_f32((k2 + np.int32(127)) << 23)
+
+
+def vexp(x):
+    """``exp`` for jitted code that is generic over float32 / float64: the vectorisable
+    ``exp_f32`` for float32, libm's for anything else."""
+    return np.exp(x)
+
+
+@overload(vexp, jit_options={"inline": "always"})
+def _vexp(x):
+    if x == types.float32:
+        return lambda x: exp_f32(x)
+    return lambda x: math.exp(x)

@@ -30,6 +30,7 @@ import numpy as np
 from numba import prange
 
 from .. import _dispatch
+from ._vecmath import vexp
 from .. import dtypes as D
 
 __all__ = [
@@ -515,12 +516,12 @@ def _sum_exp_1d(seg, shift, dst, store):
     s = shift - shift
     if store:
         for i in range(seg.shape[0]):
-            e = math.exp(seg[i] - shift)
+            e = vexp(seg[i] - shift)
             dst[i] = e
             s += e
     else:
         for i in range(seg.shape[0]):
-            s += math.exp(seg[i] - shift)
+            s += vexp(seg[i] - shift)
     return s
 
 
@@ -567,7 +568,7 @@ def _logsumexp_cols(x, out, width):
         for j in range(n):
             src = x[o, j, k0:k0 + m]
             for k in range(m):
-                s[k] += math.exp(src[k] - shift[k])
+                s[k] += vexp(src[k] - shift[k])
         for k in range(m):
             shift[k] += math.log(s[k])
 
@@ -611,7 +612,7 @@ def _softmax_cols(x, out, width, log):
         for j in range(n):
             src, dst = x[o, j, k0:k0 + m], out[o, j, k0:k0 + m]
             for k in range(m):
-                e = math.exp(src[k] - mx[k])
+                e = vexp(src[k] - mx[k])
                 s[k] += e
                 if not log:
                     dst[k] = e
