@@ -120,6 +120,10 @@ def _thread_env(threads: int) -> dict:
     env = dict(os.environ)
     for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
+    # All three libraries interleave in one process; torch's OpenMP threads spin after each
+    # op by default and would slow whichever library is timed next. Passive waiting for all
+    # (tensorkit sets it for itself anyway) keeps the comparison about the ops.
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
     return env
 
 
@@ -233,7 +237,7 @@ def run(quick: bool = False) -> str:
     budget = 0.3 if quick else 1.2
     sections = [
         ("Large ops (median time per call)",
-         "Each thread count runs in its own process (NUMBA_NUM_THREADS / OMP_NUM_THREADS / "
+         "Each thread count runs in its own process (OMP_WAIT_POLICY=PASSIVE, NUMBA_NUM_THREADS / OMP_NUM_THREADS / "
          "torch.set_num_threads set before import). numpy's pointwise ops and reductions are "
          "single-threaded; its matmul uses BLAS threads. Targets are judged on the 2-thread row.",
          large_table(budget)),
