@@ -38,6 +38,10 @@ def _host_allocate(numel: int, np_dtype, device: Device) -> Storage:
 # device type -> allocate(numel, numpy dtype, device) -> Storage; tensorkit.cuda adds "cuda".
 ALLOCATORS = {"cpu": _host_allocate}
 
+# (from type, to type) -> copy(storage, offset, numel, device, non_blocking) -> a new Storage on
+# `device` holding those `numel` elements; device runtimes register theirs (tensorkit.cuda).
+TRANSFERS: dict = {}
+
 
 def allocate(numel: int, np_dtype, device: Device) -> Storage:
     if device.type == "cpu":

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _dispatch
 from .. import dtypes as D
-from .._storage import Storage, allocate
+from .._storage import TRANSFERS, Storage, allocate
 from .._tensor import Size, Tensor, contiguous_strides
 from ..device import CPU, device as Device
 
@@ -515,17 +515,16 @@ def copy_(input: Tensor, src, non_blocking: bool = False) -> Tensor:
     from .pointwise import copy
     if not isinstance(src, Tensor):
         src = _scalar_tensor(src, input.dtype)
-    if src.device != input.device:
-        transfer = _TRANSFERS.get((src.device.type, input.device.type))
+    if src.device != input.device and not (src.ndim == 0 and src.device.type == "cpu"):
+        transfer = TRANSFERS.get((src.device.type, input.device.type))
         if transfer is None:
-            raise RuntimeError(f"copy_: no transfer from {src.device} to {input.device}")
-        src = transfer(src, input.device, non_blocking)
+            raise RuntimeError(f"copy_: no transfer from {src.device} to {input.device}: is the device's "
+                               f"runtime available (tk.cuda.is_available())?")
+        src = contiguous(src)
+        moved = transfer(src._storage, src._offset, src.numel(), input.device, non_blocking)
+        src = Tensor._make(moved, 0, src.shape, contiguous_strides(src.shape), src.dtype)
     copy(src, _into=input)
     return input
-
-
-# (from type, to type) -> fn(tensor, device, non_blocking) -> tensor on device; device backends add theirs
-_TRANSFERS: dict = {}
 
 
 def to(input: Tensor, *args, dtype=None, device=None, non_blocking: bool = False, copy: bool = False,

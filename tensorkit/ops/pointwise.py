@@ -189,7 +189,8 @@ def _scalar_dtype(value, compute: D.DType) -> D.DType:
 
 
 def _move_cpu_scalars(name, args, dest):
-    """Mixing devices is an error, except 0-d CPU tensors, which act as scalars (as in PyTorch)."""
+    """Mixing devices is an error, except 0-d CPU tensors, which act as scalars (as in PyTorch).
+    Returns the args and the device the op runs on."""
     devices = {a.device for a in args if isinstance(a, Tensor) and not (a.ndim == 0 and a.device.type == "cpu")}
     if dest is not None:
         devices.add(dest.device)
@@ -198,7 +199,7 @@ def _move_cpu_scalars(name, args, dest):
         raise RuntimeError(f"{name}: expected all tensors to be on the same device, but found at least two "
                            f"devices, {a} and {b}")
     (device,) = devices
-    return [a.to(device) if isinstance(a, Tensor) and a.device != device else a for a in args], device
+    return args, device         # launchers read 0-d host tensors as scalars
 
 
 # ---- input checks ------------------------------------------------------------------------
