@@ -13,7 +13,7 @@ endif
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export TENSORKIT_CACHE_DIR ?= $(CURDIR)/.cache/tensorkit
 
-.PHONY: test demo bench clean
+.PHONY: test test-gpu demo bench clean
 
 .venv/.installed: pyproject.toml
 	test -x .venv/bin/python || python3 -m venv .venv
@@ -26,6 +26,10 @@ export TENSORKIT_CACHE_DIR ?= $(CURDIR)/.cache/tensorkit
 test: $(SETUP)
 	# one pytest worker per core when pytest-xdist is there (cold Numba caches compile in parallel)
 	$(PY) -m pytest $$($(PY) -c "import xdist" 2>/dev/null && echo "-n auto") tests
+
+# On a machine with a real GPU: the same suite on the real device, with torch unimportable.
+test-gpu: $(SETUP)
+	TENSORKIT_INTERPRET=0 TENSORKIT_BLOCK_TORCH=1 $(PY) -m pytest $$($(PY) -c "import xdist" 2>/dev/null && echo "-n 8") tests
 
 demo: $(SETUP)
 	$(PY) tutorials/01_tensors.py

@@ -12,6 +12,7 @@ from .dtypes import bool_ as bool  # noqa: A001  (tk.bool, as torch.bool)
 from .device import device
 from ._tensor import Size, Tensor
 from . import cpu as _cpu  # noqa: F401  (registers the CPU kernels)
+from . import kernels as _kernels  # noqa: F401  (registers the Triton kernels; Triton loads lazily)
 from . import cuda
 from .ops.creation import (Generator, arange, as_tensor, bernoulli, default_generator, empty, empty_like, eye,
                            from_numpy, full, full_like, get_rng_state, initial_seed, linspace, logspace,

@@ -14,7 +14,9 @@ from .device import device as Device
 
 
 class Storage:
-    """A flat, typed buffer. ``data`` is a 1-D numpy array for host memory."""
+    """A flat, typed buffer. ``data`` is a 1-D numpy array for host memory (also for the
+    emulated cuda device), or for GPU memory an array-like with ``dtype``, ``itemsize``,
+    ``nbytes``, ``shape`` and ``ptr`` (``tensorkit.cuda._runtime.DeviceArray``)."""
 
     __slots__ = ("data", "device", "version", "__weakref__")
 
@@ -28,7 +30,9 @@ class Storage:
         return self.data.nbytes
 
     def data_ptr(self) -> int:
-        return self.data.ctypes.data
+        """Address of the first element (a device address for GPU memory)."""
+        data = self.data
+        return data.ctypes.data if isinstance(data, np.ndarray) else data.ptr
 
 
 def _host_allocate(numel: int, np_dtype, device: Device) -> Storage:

@@ -1,13 +1,25 @@
 """Test session setup: runs before tensorkit is imported by any test module.
 
 Numba's on-disk cache (and tensorkit's generated kernel sources) go under <repo>/.cache, so
-a second run loads compiled kernels instead of compiling them again.
+a second run loads compiled kernels instead of compiling them again. The emulated ``cuda``
+device is on unless the environment says ``TENSORKIT_INTERPRET=0``.
 """
 import os
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(_ROOT, ".cache", "numba"))
 os.environ.setdefault("TENSORKIT_CACHE_DIR", os.path.join(_ROOT, ".cache", "tensorkit"))
+# No GPU in CI: the 'cuda' device is emulated and its Triton kernels run in Triton's interpreter,
+# so the op table tests them too (tensorkit.cuda reads this on import). On a GPU machine, run
+# with TENSORKIT_INTERPRET=0 to test the real device.
+os.environ.setdefault("TENSORKIT_INTERPRET", "1")
+
+# `make test-gpu` sets TENSORKIT_BLOCK_TORCH=1: torch then cannot be imported at all, which
+# proves tensorkit's GPU path (its own Triton driver included) never needs it. Tests that use
+# torch as a reference skip themselves through their `importorskip` / `torch is None` guards.
+if os.environ.get("TENSORKIT_BLOCK_TORCH") == "1":
+    import sys
+    sys.modules["torch"] = None
 
 try:
     from hypothesis import settings

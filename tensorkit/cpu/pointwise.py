@@ -22,7 +22,8 @@ from .. import _dispatch
 from . import _vecmath
 from .. import dtypes as D
 from .._tensor import Tensor, contiguous_strides
-from ..kernels.codegen import MathNamespace, Node, Program, Val, load_source, render
+from ..kernels.codegen import (MathNamespace, Node, Program, Val, broadcast_strides, coalesce, load_source,
+                               render)
 
 PARALLEL_MIN_NUMEL = 1 << 17      # below this, thread wake-up costs more than it saves
 _HALF = (D.float16, D.bfloat16)
@@ -190,24 +191,6 @@ def _kernel(program: Program, modes: tuple[str, ...], parallel: bool, strided: b
     return fn
 
 
-def _coalesce(shape, stride_lists):
-    """Merge adjacent dims that are contiguous for every operand; drop size-1 dims."""
-    dims = [(s, [st[d] for st in stride_lists]) for d, s in enumerate(shape) if s != 1]
-    if not dims:
-        return [1], [[0] for _ in stride_lists]
-    out_shape, out_strides = [dims[0][0]], [[v] for v in dims[0][1]]
-    for size, sts in dims[1:]:
-        if all(prev[-1] == st * size for prev, st in zip(out_strides, sts)):
-            out_shape[-1] *= size
-            for prev, st in zip(out_strides, sts):
-                prev[-1] = st
-        else:
-            out_shape.append(size)
-            for prev, st in zip(out_strides, sts):
-                prev.append(st)
-    return out_shape, out_strides
-
-
 def launch(program: Program, args: list, outs: list, numel: int) -> None:
     """Run ``program`` on ``args`` (Tensors or Python scalars) writing ``outs`` (Tensors of
     the broadcast shape and of the program's output dtypes)."""
@@ -253,9 +236,9 @@ def _launch_strided(program: Program, args: list, outs: list, numel: int, parall
             continue
         buf, off, shape, strides = _operand(a)
         modes.append("strided")
-        stride_lists.append(_broadcast_strides(shape, strides, out_shape))
+        stride_lists.append(broadcast_strides(shape, strides, out_shape))
         call_in.append((buf, off))
-    shape, strides = _coalesce(out_shape, stride_lists)
+    shape, strides = coalesce(out_shape, stride_lists)
     fn = _kernel(program, tuple(modes), parallel, True)
     call, k = [], 0
     for buf, off, _ in out_ops:
@@ -283,11 +266,6 @@ def _operand(t):
         a = np.ascontiguousarray(t._np(), dtype=np.float32)
         return a.reshape(-1), 0, t._shape, contiguous_strides(t._shape)
     return t._storage.data, t._offset, t._shape, t._strides
-
-
-def _broadcast_strides(shape, strides, out_shape):
-    lead = len(out_shape) - len(shape)
-    return [0] * lead + [0 if s == 1 and o != 1 else st for s, st, o in zip(shape, strides, out_shape[lead:])]
 
 
 _widened: dict = {}

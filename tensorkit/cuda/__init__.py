@@ -14,7 +14,10 @@ Kernels for the device live in ``tensorkit/kernels/``; nothing here knows about 
 from __future__ import annotations
 
 import os
+import threading
+import time
 import weakref
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -24,6 +27,9 @@ from ..device import device as Device
 EMULATED = os.environ.get("TENSORKIT_INTERPRET", "") not in ("", "0")
 if EMULATED:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# The emulated device's memory size in bytes (unset: unlimited), so out-of-memory handling is
+# tested without a GPU.
+_EMULATED_LIMIT = int(os.environ.get("TENSORKIT_EMULATED_MEMORY_LIMIT", "0") or 0)
 
 
 class OutOfMemoryError(RuntimeError):
@@ -32,8 +38,16 @@ class OutOfMemoryError(RuntimeError):
 
 
 _current = 0
-_allocated = 0          # bytes held by live tensors
-_peak = 0
+_RT = None
+
+
+def _rt():
+    """The real-GPU runtime (imports cuda-core); raises ImportError / RuntimeError without one."""
+    global _RT
+    if _RT is None:
+        from . import _runtime
+        _RT = _runtime
+    return _RT
 
 
 def is_available() -> bool:
@@ -42,12 +56,11 @@ def is_available() -> bool:
 
 
 def device_count() -> int:
-    """Number of CUDA devices (1 when emulated, 0 without a driver)."""
+    """Number of CUDA devices (1 when emulated, 0 without a driver, GPU or cuda-core)."""
     if EMULATED:
         return 1
     try:
-        from . import _runtime
-        return _runtime.device_count()
+        return _rt().device_count()
     except Exception:       # no driver, no cuda-core, no GPU: not available
         return 0
 
@@ -57,55 +70,318 @@ def current_device() -> int:
 
 
 def set_device(device) -> None:
-    """Make ``device`` (an int, 'cuda:N' or a device) the current CUDA device."""
+    """Make ``device`` (an int, 'cuda:N' or a device) the current CUDA device: new CUDA tensors
+    without an explicit index, streams and kernel launches go there."""
     global _current
     index = device if isinstance(device, int) else (Device(device).index or 0)
     n = device_count()
     if not 0 <= index < n:
         raise RuntimeError(f"set_device: invalid device ordinal {index}; {n} CUDA device(s) available")
     _current = index
+    if not EMULATED:
+        _rt().make_current(index)
+
+
+class device:
+    """Context manager that makes ``device`` current inside its block (``torch.cuda.device``)."""
+
+    def __init__(self, device):
+        self.index = None if device is None else _index(device)
+
+    def __enter__(self):
+        self._prev = _current
+        if self.index is not None and self.index != _current:
+            set_device(self.index)
+
+    def __exit__(self, *exc):
+        if self._prev != _current:
+            set_device(self._prev)
 
 
 def get_device_name(device=None) -> str:
     if EMULATED:
         return "tensorkit emulated CUDA device (Triton interpreter)"
-    from . import _runtime
-    return _runtime.device_name(_index(device))
+    return _rt().device_name(_index(device))
+
+
+def get_device_capability(device=None) -> tuple:
+    """(major, minor) compute capability; the emulated device claims (8, 0)."""
+    if EMULATED:
+        return (8, 0)
+    return _rt().capability(_index(device))
 
 
 def synchronize(device=None) -> None:
     """Wait for all work queued on the device."""
     if not EMULATED:
-        from . import _runtime
-        _runtime.synchronize(_index(device))
+        _rt().synchronize(_index(device))
 
 
 def _index(device) -> int:
     if device is None:
         return _current
-    return device if isinstance(device, int) else (Device(device).index or _current)
+    if isinstance(device, int):
+        return device
+    index = Device(device).index
+    return _current if index is None else index
+
+
+# ---- streams and events --------------------------------------------------------------------------------
+# Emulated mode runs every kernel synchronously on the host: streams are no-ops there, events
+# read the host clock (which then measures the work between them).
+class Stream:
+    """An in-order queue of device work (``torch.cuda.Stream``). Make it current with
+    ``tk.cuda.stream(s)``; kernels and copies then go on it.
+
+    Example::
+
+        >>> s = tk.cuda.Stream()
+        >>> with tk.cuda.stream(s):
+        ...     y = x * 2
+        >>> tk.cuda.current_stream().wait_stream(s)
+    """
+
+    def __init__(self, device=None, priority: int = 0, *, _impl=None):
+        self.device = Device("cuda", _index(device))
+        self.priority = priority
+        if _impl is None and not EMULATED:
+            _impl = _rt().new_stream(self.device.index, priority)
+        self._impl = _impl
+
+    @property
+    def cuda_stream(self) -> int:
+        """The raw ``CUstream`` handle (0 when emulated)."""
+        return 0 if self._impl is None else _rt().stream_handle(self._impl)
+
+    def __cuda_stream__(self) -> tuple:
+        return (0, self.cuda_stream)
+
+    def synchronize(self) -> None:
+        """Wait until all work queued on this stream is done."""
+        if self._impl is not None:
+            self._impl.sync()
+
+    def query(self) -> bool:
+        """Whether all work queued on this stream is done."""
+        return self._impl is None or _rt().stream_query(self._impl)
+
+    def record_event(self, event: "Event | None" = None) -> "Event":
+        event = event or Event()
+        event.record(self)
+        return event
+
+    def wait_event(self, event: "Event") -> None:
+        """Make later work on this stream wait for ``event`` (without blocking the host)."""
+        if self._impl is not None and event._impl is not None:
+            self._impl.wait(event._impl)
+
+    def wait_stream(self, stream: "Stream") -> None:
+        """Make later work on this stream wait for all work queued on ``stream`` so far."""
+        self.wait_event(stream.record_event())
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Stream):
+            return NotImplemented
+        return self is other or (self._impl is not None and self.device == other.device
+                                 and self.cuda_stream == other.cuda_stream)
+
+    def __hash__(self) -> int:
+        return hash((self.device, self.cuda_stream)) if self._impl is not None else id(self)
+
+    def __repr__(self) -> str:
+        return f"<tk.cuda.Stream device={self.device} cuda_stream=0x{self.cuda_stream:x}>"
+
+
+class Event:
+    """A marker in a stream's work (``torch.cuda.Event``): record it, wait for it, time between two.
+
+    Example::
+
+        >>> start, end = tk.cuda.Event(enable_timing=True), tk.cuda.Event(enable_timing=True)
+        >>> start.record(); y = x @ x; end.record(); end.synchronize()
+        >>> start.elapsed_time(end)    # milliseconds
+    """
+
+    def __init__(self, enable_timing: bool = False, blocking: bool = False, interprocess: bool = False):
+        if interprocess:
+            raise NotImplementedError("Event(interprocess=True) is not supported yet")
+        self.enable_timing, self.blocking = enable_timing, blocking
+        self.device = None      # set by the first record()
+        self._impl = None
+        self._time = None       # host clock at record(), emulated mode
+
+    def record(self, stream: Stream | None = None) -> None:
+        """Record the event on ``stream`` (default: the current stream)."""
+        stream = stream or current_stream()
+        if EMULATED:
+            self._time = time.perf_counter()
+        else:
+            if self._impl is None:
+                self._impl = _rt().new_event(stream.device.index, self.enable_timing, self.blocking)
+            stream._impl.record(self._impl)
+        self.device = stream.device
+
+    def wait(self, stream: Stream | None = None) -> None:
+        (stream or current_stream()).wait_event(self)
+
+    def query(self) -> bool:
+        """Whether the work before the last record() is done (True if never recorded)."""
+        return self._impl is None or self._impl.is_done
+
+    def synchronize(self) -> None:
+        """Wait until the work before the last record() is done."""
+        if self._impl is not None:
+            self._impl.sync()
+
+    def elapsed_time(self, end_event: "Event") -> float:
+        """Milliseconds from this event to ``end_event`` (both recorded, with enable_timing=True).
+
+        Unlike PyTorch, this waits for ``end_event`` instead of failing when it is not done yet.
+        """
+        if not (self.enable_timing and end_event.enable_timing):
+            raise RuntimeError("elapsed_time: both events must be created with Event(enable_timing=True)")
+        if self.device is None or end_event.device is None:
+            raise RuntimeError("elapsed_time: both events must be recorded first (event.record())")
+        if EMULATED:
+            return (end_event._time - self._time) * 1000.0
+        end_event.synchronize()
+        return float(end_event._impl - self._impl)
+
+    def __repr__(self) -> str:
+        return f"<tk.cuda.Event device={self.device} timing={self.enable_timing}>"
+
+
+_streams = threading.local()    # .current: {device index: Stream}, per thread as in PyTorch
+_defaults: dict = {}
+
+
+def default_stream(device=None) -> Stream:
+    """The device's default (legacy) stream."""
+    index = _index(device)
+    s = _defaults.get(index)
+    if s is None:
+        s = _defaults[index] = Stream(index, _impl=None if EMULATED else _rt().default_stream(index))
+    return s
+
+
+def current_stream(device=None) -> Stream:
+    """The stream work for ``device`` goes on in this thread (its default stream unless set)."""
+    index = _index(device)
+    current = getattr(_streams, "current", None)
+    s = current.get(index) if current else None
+    return s if s is not None else default_stream(index)
+
+
+def set_stream(stream: Stream) -> None:
+    if not hasattr(_streams, "current"):
+        _streams.current = {}
+    _streams.current[stream.device.index] = stream
+
+
+@contextmanager
+def stream(stream: Stream | None):
+    """Make ``stream`` current (and its device) inside the block; ``None`` does nothing."""
+    if stream is None:
+        yield
+        return
+    prev, prev_device = current_stream(stream.device), _current
+    if stream.device.index != _current:
+        set_device(stream.device.index)
+    set_stream(stream)
+    try:
+        yield stream
+    finally:
+        set_stream(prev)
+        if prev_device != _current:
+            set_device(prev_device)
 
 
 # ---- memory -------------------------------------------------------------------------------------------
+_allocated: dict = {}    # device index -> bytes held by live tensors
+_peak: dict = {}
+
+
 def memory_allocated(device=None) -> int:
-    """Bytes held by live CUDA tensors."""
-    return _allocated
+    """Bytes held by live CUDA tensors on the device."""
+    return _allocated.get(_index(device), 0)
 
 
 def max_memory_allocated(device=None) -> int:
     """Peak of ``memory_allocated`` since the start or the last ``reset_peak_memory_stats``."""
-    return _peak
+    return _peak.get(_index(device), 0)
+
+
+def memory_reserved(device=None) -> int:
+    """Bytes the memory pool holds from the driver: allocated plus cached for reuse. The emulated
+    device caches nothing, so there it equals ``memory_allocated``."""
+    if EMULATED or _RT is None:
+        return memory_allocated(device)
+    return _RT.memory_reserved(_index(device))
+
+
+def max_memory_reserved(device=None) -> int:
+    if EMULATED or _RT is None:
+        return max_memory_allocated(device)
+    return _RT.max_memory_reserved(_index(device))
 
 
 def reset_peak_memory_stats(device=None) -> None:
-    global _peak
-    _peak = _allocated
+    index = _index(device)
+    _peak[index] = _allocated.get(index, 0)
 
 
-def _track(nbytes: int) -> None:
-    global _allocated, _peak
-    _allocated += nbytes
-    _peak = max(_peak, _allocated)
+def empty_cache() -> None:
+    """Return the memory pool's cached, unused memory to the driver (for other processes); live
+    tensors keep theirs."""
+    if not EMULATED and _RT is not None:
+        _RT.empty_cache()
+
+
+def mem_get_info(device=None) -> tuple:
+    """(free, total) bytes of device memory."""
+    index = _index(device)
+    if not EMULATED:
+        return _rt().mem_get_info(index)
+    if _EMULATED_LIMIT:
+        return max(_EMULATED_LIMIT - memory_allocated(index), 0), _EMULATED_LIMIT
+    pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    return os.sysconf("SC_AVPHYS_PAGES") * size, pages * size
+
+
+def _fmt(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+
+
+def memory_summary(device=None, abbreviated: bool = False) -> str:
+    """A readable table of the device's memory statistics."""
+    index = _index(device)
+    free, total = mem_get_info(index)
+    rows = [("allocated (live tensors)", memory_allocated(index)),
+            ("peak allocated", max_memory_allocated(index)),
+            ("reserved (pool)", memory_reserved(index)),
+            ("peak reserved", max_memory_reserved(index)),
+            ("device free", free), ("device total", total)]
+    kind = "emulated" if EMULATED else get_device_name(index)
+    lines = [f"tensorkit CUDA memory summary, cuda:{index} ({kind})"]
+    lines += [f"  {name:<26}{_fmt(v):>12}  ({v} bytes)" for name, v in rows]
+    return "\n".join(lines)
+
+
+def _track(index: int, nbytes: int) -> None:
+    a = _allocated[index] = _allocated.get(index, 0) + nbytes
+    if a > _peak.get(index, 0):
+        _peak[index] = a
+
+
+def _oom_message(index: int, nbytes: int, free: int, total: int) -> str:
+    return (f"CUDA out of memory on cuda:{index}: tried to allocate {_fmt(nbytes)} ({nbytes} bytes); "
+            f"{_fmt(memory_allocated(index))} ({memory_allocated(index)} bytes) are allocated by live "
+            f"tensors, {memory_reserved(index)} bytes reserved by tensorkit's pool; the device has "
+            f"{free} bytes free of {total} total. Free tensors you no longer need (drop references) or use "
+            f"smaller sizes; the process can go on after this error.")
 
 
 def _allocate(numel: int, np_dtype, device: Device) -> _storage.Storage:
@@ -115,11 +391,14 @@ def _allocate(numel: int, np_dtype, device: Device) -> _storage.Storage:
             raise RuntimeError(f"can't allocate on {device}: no CUDA device is available (no GPU or driver, or "
                                f"the 'cuda' extra (cuda-core, triton) is not installed); set TENSORKIT_INTERPRET=1 "
                                f"to emulate one on the CPU")
-        from . import _runtime
-        return _runtime.allocate(numel, np_dtype, Device("cuda", index))
+        return _rt().allocate(numel, np_dtype, Device("cuda", index))
+    nbytes = numel * np.dtype(np_dtype).itemsize
+    if _EMULATED_LIMIT and memory_allocated(index) + nbytes > _EMULATED_LIMIT:
+        free, total = mem_get_info(index)
+        raise OutOfMemoryError(_oom_message(index, nbytes, free, total))
     st = _storage.Storage(np.empty(numel, np_dtype), Device("cuda", index))
-    _track(st.nbytes)
-    weakref.finalize(st, _track, -st.nbytes)
+    _track(index, st.nbytes)
+    weakref.finalize(st, _track, index, -st.nbytes)
     return st
 
 
@@ -130,7 +409,12 @@ def _emulated_copy(src: _storage.Storage, offset: int, numel: int, device: Devic
     return dst
 
 
+def _real_transfer(name: str):
+    # resolved at call time: the runtime (cuda-core) is imported on first use only
+    return lambda *args: getattr(_rt(), name)(*args)
+
+
 _storage.ALLOCATORS["cuda"] = _allocate
-if EMULATED:
-    for _pair in (("cpu", "cuda"), ("cuda", "cpu"), ("cuda", "cuda")):
-        _storage.TRANSFERS[_pair] = _emulated_copy
+for _pair, _name in ((("cpu", "cuda"), "host_to_device"), (("cuda", "cpu"), "device_to_host"),
+                     (("cuda", "cuda"), "device_to_device")):
+    _storage.TRANSFERS[_pair] = _emulated_copy if EMULATED else _real_transfer(_name)

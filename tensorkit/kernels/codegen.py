@@ -36,7 +36,7 @@ class Val:
     def _bin(self, op, x, out_dtype=None, swap=False):
         x = self._other(x)
         a, b = (x, self) if swap else (self, x)
-        return Val(f"({a.text} {op} {b.text})", out_dtype or self.dtype, self.m)
+        return self.m.binary(op, a, b, out_dtype or self.dtype)
 
     def __add__(self, x): return self._bin("+", x)
     def __radd__(self, x): return self._bin("+", x, swap=True)
@@ -69,6 +69,10 @@ class MathNamespace:
 
     def cast(self, x: Val, dtype: D.DType) -> Val:
         raise NotImplementedError
+
+    def binary(self, op: str, a: Val, b: Val, dtype: D.DType) -> Val:
+        """``a <op> b`` for a Python operator ``op``, the result of ``dtype``."""
+        return Val(f"({a.text} {op} {b.text})", dtype, self)
 
     def call(self, fn: str, *args: Val, dtype: D.DType | None = None) -> Val:
         return Val(f"{fn}({', '.join(a.text for a in args)})", dtype or args[0].dtype, self)
@@ -122,6 +126,32 @@ def render(program: Program, m: MathNamespace, loaded: list[str]) -> tuple[list[
         lines.append(f"v{k} = {out.text}")
         values.append(Val(f"v{k}", node.dtype, m))
     return lines, [values[i].text for i in program.outputs]
+
+
+# ---- layout helpers shared by the backends' strided scaffolds -------------------------------------
+def coalesce(shape, stride_lists):
+    """Merge adjacent dims that are contiguous for every operand; drop size-1 dims. Returns the
+    collapsed shape (at least one dim) and each operand's strides over it."""
+    dims = [(s, [st[d] for st in stride_lists]) for d, s in enumerate(shape) if s != 1]
+    if not dims:
+        return [1], [[0] for _ in stride_lists]
+    out_shape, out_strides = [dims[0][0]], [[v] for v in dims[0][1]]
+    for size, sts in dims[1:]:
+        if all(prev[-1] == st * size for prev, st in zip(out_strides, sts)):
+            out_shape[-1] *= size
+            for prev, st in zip(out_strides, sts):
+                prev[-1] = st
+        else:
+            out_shape.append(size)
+            for prev, st in zip(out_strides, sts):
+                prev.append(st)
+    return out_shape, out_strides
+
+
+def broadcast_strides(shape, strides, out_shape):
+    """Strides of an operand of ``shape`` broadcast to ``out_shape`` (0 along broadcast dims)."""
+    lead = len(out_shape) - len(shape)
+    return [0] * lead + [0 if s == 1 and o != 1 else st for s, st, o in zip(shape, strides, out_shape[lead:])]
 
 
 def cache_dir(kind: str) -> str:

@@ -548,6 +548,11 @@ def to(input: Tensor, *args, dtype=None, device=None, non_blocking: bool = False
         dev = input.device
     if dt is input.dtype and dev == input.device and not copy:
         return input
+    transfer = TRANSFERS.get((input.device.type, dev.type)) if dev != input.device and dt is input.dtype else None
+    if transfer is not None:          # a plain move: the transferred copy is the result, no kernel after it
+        src = contiguous(input)
+        moved = transfer(src._storage, src._offset, src.numel(), dev, non_blocking)
+        return _fresh(Tensor._make(moved, 0, src.shape, contiguous_strides(src.shape), dt))
     out = empty(input.shape, dtype=dt, device=dev)
     return _fresh(copy_(out, input, non_blocking))
 

@@ -114,9 +114,10 @@ class Pointwise:
             if not tensors:
                 raise TypeError(f"{self.name}(): at least one argument must be a Tensor")
         device = tensors[0]._storage.device
-        for t in tensors:
+        dest = _into if _into is not None else out
+        for t in tensors + ([dest] if dest is not None else []):
             if t._storage.device is not device and t._storage.device != device:
-                args, device = _move_cpu_scalars(self.name, args, _into or out)
+                args, device = _move_cpu_scalars(self.name, args, dest)
                 break
         if out is not None and _into is None and any(a is out for a in args):
             _into, out = out, None                 # out= one of the inputs: in place, no resizing

@@ -216,6 +216,14 @@ class OpInfo:
             ok &= set(self.restrict)
         return tuple(d for d in D.ALL_DTYPES if d in ok)
 
+    def supported_devices(self) -> list[str]:
+        """The test devices (``testing.devices()``) with kernels for every primitive the entry
+        declares; the generic tests run the entry on these only (reductions, matmul and indexing
+        have no Triton kernels yet, so they are not run on 'cuda' at all)."""
+        from . import devices
+        return [d for d in devices()
+                if all(_dispatch.supported_dtypes(n, tk.device(d).type) for n in self.declared)]
+
     def samples(self, device: str, dtype: D.DType) -> Iterable[SampleInput]:
         rng = np.random.default_rng(zlib.crc32(f"{self.name}/{dtype.name}".encode()))
         return self.sample_inputs(self, device, dtype, rng)
