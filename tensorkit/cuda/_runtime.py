@@ -199,8 +199,10 @@ def allocate(numel: int, np_dtype, device: Device) -> _storage.Storage:
     except Exception as e:
         if not _is_oom(e):
             raise
-        # blocks freed on other streams go back to the pool once the device is idle: retry once
+        # blocks freed on other streams go back to the pool once the device is idle, and the
+        # pool's cached blocks may be fragmented: wait, hand the cache back, retry once
         synchronize(index)
+        _check(_drv.cuMemPoolTrimTo(mr.handle, 0), "cuMemPoolTrimTo")
         try:
             buf = mr.allocate(nbytes, stream=stream)
         except Exception as e2:

@@ -28,6 +28,7 @@ from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor
 from .codegen import MathNamespace, Program, Val, broadcast_strides, coalesce, load_source, render
+from . import _driver
 
 MAX_RANK = 6          # strided kernels handle this many dims after coalescing; the rest loop on the host
 MAX_BLOCK = 1024      # elements per program: 4 warps x 8 elements per thread on a GPU
@@ -287,6 +288,8 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
     the broadcast shape and of the program's output dtypes)."""
     if numel == 0:
         return
+    if _driver._installed is None:
+        _driver.ensure_driver()             # launches go on tensorkit's device and stream
     out_shape = outs[0]._shape
     modes, call, flat = [], [], all(o.is_contiguous() for o in outs)
     for a, (_, dt) in zip(args, program.inputs):
