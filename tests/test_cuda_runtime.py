@@ -40,6 +40,7 @@ def test_not_available_without_cuda_core(monkeypatch):
     monkeypatch.setattr(tk.cuda, "EMULATED", False)
     monkeypatch.setattr(tk.cuda, "_RT", None)
     monkeypatch.delitem(sys.modules, "tensorkit.cuda._runtime", raising=False)
+    monkeypatch.delattr(tk.cuda, "_runtime", raising=False)   # imported already on a GPU machine
     for name in ("cuda.core", "cuda.bindings", "cuda.bindings.driver"):
         monkeypatch.setitem(sys.modules, name, None)       # import raises ImportError
     assert tk.cuda.device_count() == 0

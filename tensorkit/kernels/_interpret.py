@@ -96,7 +96,7 @@ for _name, _fn in {
     "exp": np.exp, "exp2": np.exp2, "expm1": np.expm1, "log": np.log, "log2": np.log2, "log10": np.log10,
     "log1p": np.log1p, "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin, "acos": np.arccos,
     "atan": np.arctan, "atan2": np.arctan2, "sinh": np.sinh, "cosh": np.cosh, "tanh": np.tanh,
-    "erf": scipy.special.erf, "erfc": scipy.special.erfc, "pow": np.power, "trunc": np.trunc, "rint": np.rint,
+    "erf": scipy.special.erf, "erfc": scipy.special.erfc, "pow": np.power, "fmod": np.fmod, "trunc": np.trunc, "rint": np.rint,
 }.items():
     setattr(libdevice, _name, _wrap(_fn))
 del _name, _fn

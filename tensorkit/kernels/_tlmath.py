@@ -41,7 +41,7 @@ def remainder_int(a, b):
 @triton.jit
 def remainder_float(a, b):
     """Python's float %: fmod moved into b's sign; a zero result takes b's sign (numpy's rule)."""
-    r = a % b
+    r = libdevice.fmod(a, b)        # GPUs' float % is a fast approximation (inf % b gives inf)
     r = tl.where(_fix_sign(r, b), r + b, r)
     return tl.where(r == 0, tl.where(b < 0, -0.0, 0.0).to(r.dtype), r)
 
@@ -49,7 +49,7 @@ def remainder_float(a, b):
 @triton.jit
 def floordiv_float(a, b):
     """numpy's float floor_divide (npy_divmod): exact where floor(a / b) would round badly."""
-    mod = a % b
+    mod = libdevice.fmod(a, b)
     div = (a - mod) / b
     div = tl.where(_fix_sign(mod, b), div - 1, div)
     fl = tl.floor(div)

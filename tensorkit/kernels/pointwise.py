@@ -133,7 +133,9 @@ class TritonMath(MathNamespace):
             return self.trunc(a / b)
         return Val(f"({a.text} // {b.text})", a.dtype, self)
 
-    def fmod(self, a, b):               # C's rule, Triton's % (frem / srem)
+    def fmod(self, a, b):               # C's rule: libdevice for floats (a GPU's frem is approximate), srem for ints
+        if a.dtype.is_floating_point:
+            return self._lib("fmod", a, b)
         return Val(f"({a.text} % {b.text})", a.dtype, self)
 
     def pow(self, a, b):
