@@ -28,7 +28,7 @@ from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor
 from .codegen import MathNamespace, Program, Val, broadcast_strides, coalesce, load_source, render
-from . import _driver
+from ._launch import pointer as _pointer, prepare
 
 MAX_RANK = 6          # strided kernels handle this many dims after coalescing; the rest loop on the host
 MAX_BLOCK = 1024      # elements per program: 4 warps x 8 elements per thread on a GPU
@@ -265,17 +265,6 @@ def _kernel(program: Program, modes: tuple[str, ...], rank: int):
     return fn
 
 
-def _pointer(t: Tensor, offset: int | None = None):
-    """What a kernel takes for tensor ``t`` (its element ``offset``, default its own): on a GPU
-    a tensor (``data_ptr()`` + a dtype Triton reads); emulated, a host pointer for the interpreter."""
-    offset = t._offset if offset is None else offset
-    from ..cuda import EMULATED
-    if EMULATED:
-        from ._interpret import HostPointer
-        return HostPointer(t._storage.data, offset, t.dtype)
-    return t if offset == t._offset else Tensor._make(t._storage, offset, (1,), (1,), t.dtype)
-
-
 def _host_scalar(t: Tensor):
     a = t._host().reshape(())
     return float(a.astype(np.float32)) if t.dtype in _HALF else a.item()
@@ -290,8 +279,7 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
     the broadcast shape and of the program's output dtypes)."""
     if numel == 0:
         return
-    if _driver._installed is None:
-        _driver.ensure_driver()             # launches go on tensorkit's device and stream
+    prepare()                               # launches go on tensorkit's device and stream
     out_shape = outs[0]._shape
     modes, call, flat = [], [], all(o.is_contiguous() for o in outs)
     for a, (_, dt) in zip(args, program.inputs):

@@ -1,0 +1,1 @@
+"""Triton indexing kernels (being written)."""

@@ -1,0 +1,1 @@
+"""Triton matmul kernels (being written)."""

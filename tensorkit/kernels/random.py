@@ -1,0 +1,1 @@
+"""Triton random kernels (being written)."""

@@ -1,0 +1,1 @@
+"""Triton reduction kernels (being written)."""
