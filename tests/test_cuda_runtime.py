@@ -136,6 +136,8 @@ def test_out_of_memory_real_gpu():
     free, total = tk.cuda.mem_get_info()
     with pytest.raises(tk.cuda.OutOfMemoryError, match=f"{2 * total} bytes"):
         tk.empty(2 * total, dtype=tk.uint8, device="cuda")
+    # the failed request must not leave the pool holding what it reserved on the way
+    assert tk.cuda.memory_reserved() < total // 4, tk.cuda.memory_summary()
     x = tk.empty(1 << 20, dtype=tk.uint8, device="cuda")
     assert x.data_ptr() != 0
 

@@ -202,16 +202,23 @@ def allocate(numel: int, np_dtype, device: Device) -> _storage.Storage:
         # blocks freed on other streams go back to the pool once the device is idle, and the
         # pool's cached blocks may be fragmented: wait, hand the cache back, retry once
         synchronize(index)
-        _check(_drv.cuMemPoolTrimTo(mr.handle, 0), "cuMemPoolTrimTo")
+        _trim(mr)
         try:
             buf = mr.allocate(nbytes, stream=stream)
         except Exception as e2:
             if not _is_oom(e2):
                 raise
+            # a failed request can leave the pool grown by what it did reserve, and the pool
+            # keeps what it reserves (see _pool): give that back, or the whole GPU stays taken
+            _trim(mr)
             free, total = mem_get_info(index)
             raise _cuda.OutOfMemoryError(_cuda._oom_message(index, nbytes, free, total)) from None
     _cuda._track(index, nbytes)
     return _storage.Storage(DeviceArray(buf, int(buf.handle), numel, dtype, index), device)
+
+
+def _trim(mr) -> None:
+    _check(_drv.cuMemPoolTrimTo(mr.handle, 0), "cuMemPoolTrimTo")
 
 
 def memory_reserved(index: int) -> int:
@@ -228,7 +235,7 @@ def empty_cache() -> None:
     """Give the pools' unused memory back to the driver (for other processes)."""
     for index, mr in _pools.items():
         synchronize(index)      # frees still queued on streams are not yet unused
-        _check(_drv.cuMemPoolTrimTo(mr.handle, 0), "cuMemPoolTrimTo")
+        _trim(mr)
 
 
 def zero_(storage: _storage.Storage) -> None:
