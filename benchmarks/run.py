@@ -16,9 +16,10 @@ import sys
 import time
 
 import bench_cpu
+import bench_gpu
 import common
 
-SUITES = {"cpu": bench_cpu}
+SUITES = {"cpu": bench_cpu, "gpu": bench_gpu}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 

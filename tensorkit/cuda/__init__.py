@@ -147,11 +147,9 @@ class Stream:
         if _impl is None and not EMULATED:
             _impl = _rt().new_stream(self.device.index, priority)
         self._impl = _impl
-
-    @property
-    def cuda_stream(self) -> int:
+        # read on every kernel launch: look the handle up once
+        self.cuda_stream = 0 if _impl is None else _rt().stream_handle(_impl)
         """The raw ``CUstream`` handle (0 when emulated)."""
-        return 0 if self._impl is None else _rt().stream_handle(self._impl)
 
     def __cuda_stream__(self) -> tuple:
         return (0, self.cuda_stream)

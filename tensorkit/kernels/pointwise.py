@@ -28,7 +28,7 @@ from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor
 from .codegen import MathNamespace, Program, Val, broadcast_strides, coalesce, load_source, render
-from ._launch import pointer as _pointer, prepare
+from ._launch import launch as _launch, pointer as _pointer
 
 MAX_RANK = 6          # strided kernels handle this many dims after coalescing; the rest loop on the host
 MAX_BLOCK = 1024      # elements per program: 4 warps x 8 elements per thread on a GPU
@@ -279,7 +279,6 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
     the broadcast shape and of the program's output dtypes)."""
     if numel == 0:
         return
-    prepare()                               # launches go on tensorkit's device and stream
     out_shape = outs[0]._shape
     modes, call, flat = [], [], all(o.is_contiguous() for o in outs)
     for a, (_, dt) in zip(args, program.inputs):
@@ -303,7 +302,7 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
     grid = (-(-numel // block),)
     if flat:
         call = [_pointer(o) for o in outs] + [_pointer(a) if m == "flat" else a for m, a in zip(modes, call)]
-        _kernel(program, tuple(modes), 0)[grid](numel, *call, BLOCK_SIZE=block)
+        _launch(_kernel(program, tuple(modes), 0), grid, numel, *call, BLOCK_SIZE=block)
         return
     tensors = list(outs) + [a for m, a in zip(modes, call) if m in ("flat", "strided")]
     modes = tuple("strided" if m == "flat" else m for m in modes)
@@ -313,7 +312,7 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
     for s in shape:
         inner *= s
     block = _block(inner)
-    fn = _kernel(program, modes, len(shape))[(-(-inner // block),)]
+    fn, grid = _kernel(program, modes, len(shape)), (-(-inner // block),)
     for index in np.ndindex(*outer):
         ptrs = [_pointer(t, t._offset + sum(i * s for i, s in zip(index, st))) for t, st in zip(tensors, strides)]
         k, targs = len(outs), []
@@ -325,7 +324,7 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
                 k += 1
             else:
                 targs.append(a)
-        fn(inner, *shape, *targs, BLOCK_SIZE=block)
+        _launch(fn, grid, inner, *shape, *targs, BLOCK_SIZE=block)
 
 
 _dispatch.pointwise_launchers["cuda"] = launch
