@@ -270,6 +270,15 @@ def current_stream(device=None) -> Stream:
     return s if s is not None else default_stream(index)
 
 
+def _stream_handle(index: int) -> int:
+    """``current_stream(index).cuda_stream``, on the launch path of every kernel."""
+    current = getattr(_streams, "current", None)
+    s = current.get(index) if current else None
+    if s is None:
+        s = _defaults.get(index) or default_stream(index)
+    return s.cuda_stream
+
+
 def set_stream(stream: Stream) -> None:
     if not hasattr(_streams, "current"):
         _streams.current = {}
@@ -385,11 +394,11 @@ def _oom_message(index: int, nbytes: int, free: int, total: int) -> str:
 def _allocate(numel: int, np_dtype, device: Device) -> _storage.Storage:
     index = _current if device.index is None else device.index
     if not EMULATED:
-        if not is_available():
+        if _RT is None and not is_available():
             raise RuntimeError(f"can't allocate on {device}: no CUDA device is available (no GPU or driver, or "
                                f"the 'cuda' extra (cuda-core, triton) is not installed); set TENSORKIT_INTERPRET=1 "
                                f"to emulate one on the CPU")
-        return _rt().allocate(numel, np_dtype, Device("cuda", index))
+        return _rt().allocate(numel, np_dtype, device if device.index is not None else Device("cuda", index))
     nbytes = numel * np.dtype(np_dtype).itemsize
     if _EMULATED_LIMIT and memory_allocated(index) + nbytes > _EMULATED_LIMIT:
         free, total = mem_get_info(index)
@@ -412,7 +421,104 @@ def _real_transfer(name: str):
     return lambda *args: getattr(_rt(), name)(*args)
 
 
+# ---- page-locked host memory, and streams as DLPack / the CUDA array interface name them ---------------
+def _pinned_allocate(numel: int, np_dtype) -> _storage.Storage:
+    """Host memory for ``Tensor.pin_memory()``: page-locked on a real GPU (so copies from and to it
+    can run asynchronously). The emulated device has no page-locked memory and copies synchronously
+    anyway: there it is ordinary host memory, and ``is_pinned()`` says False."""
+    if EMULATED:
+        return _storage.Storage(np.empty(numel, np_dtype), Device("cpu"))
+    if not is_available():
+        raise RuntimeError("pin_memory: page-locked memory needs a CUDA device, and none is available (no GPU or "
+                           "driver, or cuda-core is not installed); without a GPU there is nothing to pin for")
+    return _rt().pinned_allocate(numel, np_dtype)
+
+
+def _is_pinned(address: int) -> bool:
+    """Whether host ``address`` is page-locked memory the driver knows (False when emulated / without CUDA)."""
+    if EMULATED or device_count() == 0:
+        return False
+    _rt().make_current(_current)
+    return _rt()._is_pinned(address)
+
+
+def _dlpack_stream(index: int) -> int:
+    """Device ``index``'s current stream as DLPack and the CUDA array interface name streams: its
+    handle, with 1 for the legacy default stream (0 is not allowed there)."""
+    return current_stream(index).cuda_stream or 1
+
+
+def _wait_for_current(index: int, handle: int) -> None:
+    """Make the stream with raw handle ``handle`` (1: legacy default, 2: per-thread default) wait
+    for the work queued so far on device ``index``'s current stream, without blocking the host."""
+    if EMULATED or handle == _dlpack_stream(index):
+        return
+    _rt().wait_for(handle, current_stream(index)._impl, index)
+
+
+_storage.PINNED.update(allocate=_pinned_allocate, is_pinned=_is_pinned)
 _storage.ALLOCATORS["cuda"] = _allocate
 for _pair, _name in ((("cpu", "cuda"), "host_to_device"), (("cuda", "cpu"), "device_to_host"),
                      (("cuda", "cuda"), "device_to_device")):
     _storage.TRANSFERS[_pair] = _emulated_copy if EMULATED else _real_transfer(_name)
+
+
+# ---- random number generators ---------------------------------------------------------------------------
+# One default Philox generator per device, as PyTorch (tk.Generator objects of tensorkit.ops.creation, made
+# on first use); tk.manual_seed and tk.seed seed them all.
+def _generator(device=None):
+    from ..ops.creation import default_generator_for
+    return default_generator_for(Device("cuda", _index(device)))
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the current device's default generator."""
+    _generator().manual_seed(seed)
+
+
+def manual_seed_all(seed: int) -> None:
+    """Seed every device's default generator (also those of devices not used yet)."""
+    from ..ops.creation import _seed_device_generators
+    _seed_device_generators("cuda", seed)
+
+
+def seed() -> None:
+    """Seed the current device's default generator from the OS's entropy."""
+    _generator().seed()
+
+
+def seed_all() -> None:
+    """Seed every device's default generator with one seed from the OS's entropy."""
+    manual_seed_all(_generator().seed())
+
+
+def initial_seed() -> int:
+    """The seed of the current device's default generator."""
+    return _generator().initial_seed()
+
+
+def get_rng_state(device="cuda"):
+    """The state of ``device``'s default generator: a uint8 CPU tensor of 16 bytes (seed, offset)."""
+    return _generator(device).get_state()
+
+
+def set_rng_state(new_state, device="cuda") -> None:
+    """Restore ``device``'s default generator to a state from ``get_rng_state``."""
+    _generator(device).set_state(new_state)
+
+
+def get_rng_state_all() -> list:
+    return [get_rng_state(i) for i in range(device_count())]
+
+
+def set_rng_state_all(new_states) -> None:
+    for i, state in enumerate(new_states):
+        set_rng_state(state, i)
+
+
+def _register_seed_hook() -> None:
+    from ..ops import creation
+    creation._SEED_HOOKS.append(manual_seed_all)
+
+
+_register_seed_hook()

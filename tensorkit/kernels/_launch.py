@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
+from .. import cuda
 from .._tensor import Tensor
 from . import _driver
 
@@ -31,8 +34,7 @@ def prepare() -> None:
 def pointer(t: Tensor, offset: int | None = None):
     """Tensor ``t`` (at element ``offset`` of its storage, default its own) as a kernel argument."""
     offset = t._offset if offset is None else offset
-    from ..cuda import EMULATED
-    if EMULATED:
+    if cuda.EMULATED:
         from ._interpret import HostPointer
         return HostPointer(t._storage.data, offset, t.dtype)
     return t if offset == t._offset else Tensor._make(t._storage, offset, (1,), (1,), t.dtype)
@@ -52,7 +54,8 @@ def _signature(args: tuple) -> tuple:
             p = a.data_ptr()
             sig.append((a.dtype, p & 15 == 0))
             raw.append(p)
-        elif type(a) is int:
+        elif type(a) is int or isinstance(a, np.integer):
+            a = int(a)
             width = 0 if -2 ** 31 <= a < 2 ** 31 else (1 if -2 ** 63 <= a < 2 ** 63 else 2)
             sig.append((width, a == 1, a & 15 == 0))
             raw.append(a)
@@ -64,10 +67,15 @@ def _signature(args: tuple) -> tuple:
     return tuple(sig), raw
 
 
+def _hooked(hook) -> bool:
+    """Whether a launch hook (a profiler's) is set: Triton >= 3.4 keeps an always-present
+    ``HookChain`` that is empty unless one is added; older versions keep None."""
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
 def launch(fn, grid: tuple, *args, **constexprs) -> None:
     """``fn[grid](*args, **constexprs)`` on the current device and stream. ``args`` are the
     kernel's leading parameters, ``constexprs`` all the rest, by name."""
-    from .. import cuda
     if cuda.EMULATED:
         fn[grid](*args, **constexprs)
         return
@@ -77,7 +85,7 @@ def launch(fn, grid: tuple, *args, **constexprs) -> None:
     # per thread: Triton's own path (taken first in each thread) makes the device's context current
     key = (fn, threading.get_ident(), device, sig, tuple(constexprs.values()))
     kernel = _compiled.get(key) if sig is not None else None
-    if kernel is None or _knobs.launch_enter_hook is not None or _knobs.launch_exit_hook is not None:
+    if kernel is None or _hooked(_knobs.launch_enter_hook) or _hooked(_knobs.launch_exit_hook):
         prepare()
         kernel = fn[grid](*args, **constexprs)
         if sig is not None and list(constexprs) == fn.arg_names[len(args):]:
@@ -88,5 +96,5 @@ def launch(fn, grid: tuple, *args, **constexprs) -> None:
         return
     g1 = grid[1] if len(grid) > 1 else 1
     g2 = grid[2] if len(grid) > 2 else 1
-    kernel.run(grid[0], g1, g2, cuda.current_stream(device).cuda_stream, kernel.function, kernel.packed_metadata,
+    kernel.run(grid[0], g1, g2, cuda._stream_handle(device), kernel.function, kernel.packed_metadata,
                None, None, None, *raw, *constexprs.values())

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _dispatch
+from .. import _dispatch, cuda
 from .. import dtypes as D
 from .._tensor import Tensor
 from .codegen import MathNamespace, Program, Val, broadcast_strides, coalesce, load_source, render
@@ -301,7 +301,10 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
     block = _block(numel)
     grid = (-(-numel // block),)
     if flat:
-        call = [_pointer(o) for o in outs] + [_pointer(a) if m == "flat" else a for m, a in zip(modes, call)]
+        if cuda.EMULATED:
+            call = [_pointer(o) for o in outs] + [_pointer(a) if m == "flat" else a for m, a in zip(modes, call)]
+        else:
+            call = outs + call          # on a GPU a tensor at its own offset is its own pointer
         _launch(_kernel(program, tuple(modes), 0), grid, numel, *call, BLOCK_SIZE=block)
         return
     tensors = list(outs) + [a for m, a in zip(modes, call) if m in ("flat", "strided")]
