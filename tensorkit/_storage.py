@@ -46,6 +46,10 @@ ALLOCATORS = {"cpu": _host_allocate}
 # `device` holding those `numel` elements; device runtimes register theirs (tensorkit.cuda).
 TRANSFERS: dict = {}
 
+# Page-locked ("pinned") host memory, from the device runtime that can use it (tensorkit.cuda):
+# "allocate": (numel, numpy dtype) -> a CPU Storage; "is_pinned": (host address) -> bool.
+PINNED: dict = {}
+
 
 def allocate(numel: int, np_dtype, device: Device) -> Storage:
     if device.type == "cpu":
