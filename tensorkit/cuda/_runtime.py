@@ -130,12 +130,12 @@ class DeviceArray:
     stream must be ordered before that by the user, e.g. with ``Stream.wait_stream``).
     """
 
-    __slots__ = ("_buffer", "ptr", "dtype", "shape", "device_index")
+    __slots__ = ("_buffer", "ptr", "dtype", "shape", "device_index", "_block")
     ndim = 1
 
-    def __init__(self, buffer, ptr: int, numel: int, dtype: np.dtype, device_index: int):
+    def __init__(self, buffer, ptr: int, numel: int, dtype: np.dtype, device_index: int, block: int = 0):
         self._buffer, self.ptr, self.dtype = buffer, ptr, dtype
-        self.shape, self.device_index = (numel,), device_index
+        self.shape, self.device_index, self._block = (numel,), device_index, block
 
     itemsize = property(lambda self: self.dtype.itemsize)
     size = property(lambda self: self.shape[0])
@@ -156,11 +156,36 @@ class DeviceArray:
         buf, self._buffer = self._buffer, None
         if buf is None:
             return
+        index, block = self.device_index, self._block
         try:
-            buf.close(_stream(self.device_index))
+            if block <= SMALL_BLOCK and _cached.get(index, 0) + block <= SMALL_CACHE_LIMIT:
+                _blocks.setdefault((index, _cuda._stream_handle(index), block), []).append((buf, self.ptr))
+                _cached[index] = _cached.get(index, 0) + block
+            else:
+                buf.close(_stream(index))
         except Exception:       # interpreter shutdown: the driver reclaims everything anyway
             pass
-        _cuda._track(self.device_index, -self.nbytes)
+        _cuda._track(index, -self.nbytes)
+
+
+# Small blocks freed by tensors wait here for the next allocation of the same size on the same
+# stream (safe in stream order, as the pool itself is) instead of going back to the pool: a
+# pool round trip (cuMemAllocFromPoolAsync + cuMemFreeAsync + a cuda.core Buffer) costs several
+# microseconds, which an eager op on a small tensor would pay every time. PyTorch's caching
+# allocator does the same by hand. Sizes round up to 512 bytes so that more blocks are reused.
+SMALL_BLOCK = 1 << 20                 # blocks up to this size are cached
+SMALL_CACHE_LIMIT = 1 << 28           # bytes cached per device, at most
+_blocks: dict = {}                    # (device index, stream handle, block bytes) -> [(Buffer, address)]
+_cached: dict = {}                    # device index -> bytes held in _blocks
+
+
+def _release_blocks(index: int) -> None:
+    """Return the cached small blocks of device ``index`` to its pool; the device must be idle
+    (synchronised), since they go back on the default stream, not on the one they were freed on."""
+    for key in [k for k in _blocks if k[0] == index]:
+        for buf, _ in _blocks.pop(key):
+            buf.close(_cc.LEGACY_DEFAULT_STREAM)
+    _cached[index] = 0
 
 
 def _pool(index: int):
@@ -192,19 +217,29 @@ def allocate(numel: int, np_dtype, device: Device) -> _storage.Storage:
     nbytes = numel * dtype.itemsize
     if nbytes == 0:
         return _storage.Storage(DeviceArray(None, 0, numel, dtype, index), device)
+    block = nbytes
+    if nbytes <= SMALL_BLOCK:
+        block = (nbytes + 511) & ~511
+        free = _blocks.get((index, _cuda._stream_handle(index), block))
+        if free:
+            buf, ptr = free.pop()
+            _cached[index] -= block
+            _cuda._track(index, nbytes)
+            return _storage.Storage(DeviceArray(buf, ptr, numel, dtype, index, block), device)
     make_current(index)
     mr, stream = _pool(index), _stream(index)
     try:
-        buf = mr.allocate(nbytes, stream=stream)
+        buf = mr.allocate(block, stream=stream)
     except Exception as e:
         if not _is_oom(e):
             raise
         # blocks freed on other streams go back to the pool once the device is idle, and the
         # pool's cached blocks may be fragmented: wait, hand the cache back, retry once
         synchronize(index)
+        _release_blocks(index)
         _trim(mr)
         try:
-            buf = mr.allocate(nbytes, stream=stream)
+            buf = mr.allocate(block, stream=stream)
         except Exception as e2:
             if not _is_oom(e2):
                 raise
@@ -214,7 +249,7 @@ def allocate(numel: int, np_dtype, device: Device) -> _storage.Storage:
             free, total = mem_get_info(index)
             raise _cuda.OutOfMemoryError(_cuda._oom_message(index, nbytes, free, total)) from None
     _cuda._track(index, nbytes)
-    return _storage.Storage(DeviceArray(buf, int(buf.handle), numel, dtype, index), device)
+    return _storage.Storage(DeviceArray(buf, int(buf.handle), numel, dtype, index, block), device)
 
 
 def _trim(mr) -> None:
@@ -235,7 +270,9 @@ def empty_cache() -> None:
     """Give the pools' unused memory back to the driver (for other processes)."""
     for index, mr in _pools.items():
         synchronize(index)      # frees still queued on streams are not yet unused
+        _release_blocks(index)
         _trim(mr)
+    _free_host_cache()
 
 
 def zero_(storage: _storage.Storage) -> None:
@@ -244,6 +281,61 @@ def zero_(storage: _storage.Storage) -> None:
     if arr.nbytes:
         make_current(arr.device_index)
         _check(_drv.cuMemsetD8Async(arr.ptr, 0, arr.nbytes, _stream(arr.device_index).handle), "cuMemsetD8Async")
+
+
+def wait_for(handle: int, stream, index: int) -> None:
+    """Make raw stream ``handle`` wait, on the device, for the work queued so far on cuda.core
+    ``stream`` (a DLPack / CUDA-array-interface consumer's stream waiting for our data)."""
+    make_current(index)
+    _check(_drv.cuStreamWaitEvent(_drv.CUstream(handle), stream.record().handle, 0), "cuStreamWaitEvent")
+
+
+# ---- page-locked host memory ------------------------------------------------------------------
+# Pinning pages is slow (the OS locks every page) and cuMemFreeHost waits for the whole device, so
+# freed blocks are kept for reuse, in power-of-two size classes as PyTorch's caching host
+# allocator does; tk.cuda.empty_cache() frees them. (cuda.core's PinnedMemoryResource, a
+# stream-ordered pool, would make a reused block ready only in stream order, while pin_memory()
+# writes it from the host at once.) No block goes back while an async copy uses it: _memcpy keeps
+# the host side of every non-blocking copy alive until the copy is done.
+_host_cache: dict = {}          # size class in bytes -> [addresses of free page-locked blocks]
+
+
+class _PinnedBlock:
+    """A page-locked block as numpy sees it (``np.asarray(block)``: bytes); it returns to the
+    cache when the last array over it dies."""
+
+    def __init__(self, ptr: int, size: int, nbytes: int):
+        self.ptr, self.size = ptr, size
+        self.__array_interface__ = {"shape": (nbytes,), "typestr": "|u1", "data": (ptr, False), "version": 3}
+
+    def __del__(self):
+        _host_cache.setdefault(self.size, []).append(self.ptr)
+
+
+def pinned_allocate(numel: int, np_dtype) -> _storage.Storage:
+    """A CPU Storage of ``numel`` uninitialised elements in page-locked memory."""
+    dtype = np.dtype(np_dtype)
+    nbytes = numel * dtype.itemsize
+    if nbytes == 0:
+        return _storage.Storage(np.empty(0, dtype), CPU)
+    size = 1 << max(nbytes - 1, 511).bit_length()      # >= nbytes, at least 512 bytes
+    try:
+        ptr = _host_cache.get(size, []).pop()
+    except IndexError:
+        make_current(_cuda.current_device())
+        flags = _drv.CU_MEMHOSTALLOC_PORTABLE             # pinned for every context, not only this one
+        err, ptr = _drv.cuMemHostAlloc(size, flags)
+        if err != _OK:              # maybe held by our cache in other size classes: free those, retry once
+            _free_host_cache()
+            ptr = _check(_drv.cuMemHostAlloc(size, flags), f"cuMemHostAlloc of {size} bytes (pin_memory)")
+    block = _PinnedBlock(int(ptr), size, nbytes)
+    return _storage.Storage(np.asarray(block).view(dtype), CPU)
+
+
+def _free_host_cache() -> None:
+    for ptrs in _host_cache.values():
+        while ptrs:
+            _check(_drv.cuMemFreeHost(ptrs.pop()), "cuMemFreeHost")
 
 
 # ---- transfers -----------------------------------------------------------------------------
@@ -283,14 +375,17 @@ def host_to_device(src: _storage.Storage, offset: int, numel: int, device: Devic
 
 
 def device_to_host(src: _storage.Storage, offset: int, numel: int, device: Device, non_blocking: bool):
+    """A host copy of the elements. Blocking: pageable memory, done on return. ``non_blocking``:
+    a page-locked destination, returned while the copy still runs on the current stream (the user
+    synchronises before reading it, as in PyTorch)."""
     arr = src.data
-    out = np.empty(numel, arr.dtype)
+    out = pinned_allocate(numel, arr.dtype) if non_blocking else _storage.Storage(np.empty(numel, arr.dtype), CPU)
     if numel:
         make_current(arr.device_index)
-        # numpy's memory is pageable: the copy completes before this returns
-        _memcpy(out.ctypes.data, arr.ptr + offset * arr.itemsize, out.nbytes, _stream(arr.device_index),
-                out.ctypes.data, out, False)
-    return _storage.Storage(out, CPU)
+        host = out.data.ctypes.data
+        _memcpy(host, arr.ptr + offset * arr.itemsize, out.nbytes, _stream(arr.device_index), host, (src, out),
+                non_blocking)
+    return out
 
 
 def device_to_device(src: _storage.Storage, offset: int, numel: int, device: Device, non_blocking: bool):
