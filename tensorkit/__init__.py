@@ -16,7 +16,8 @@ from . import kernels as _kernels  # noqa: F401  (registers the Triton kernels; 
 from . import cuda
 from .ops.creation import (Generator, arange, as_tensor, bernoulli, default_generator, empty, empty_like, eye,
                            from_numpy, full, full_like, get_rng_state, initial_seed, linspace, logspace,
-                           manual_seed, normal, ones, ones_like, rand, randint, randn, randperm, seed,
+                           manual_seed, normal, ones, ones_like, rand, rand_like, randint, randint_like, randn,
+                           randn_like, randperm, seed,
                            set_rng_state, tensor, zeros, zeros_like, clone)
 from .ops.pointwise import broadcast_shapes
 from .ops.view import (as_strided, broadcast_to, chunk, diagonal, flatten, movedim, moveaxis, narrow, permute,

@@ -1,13 +1,15 @@
 """Creating tensors: from data, filled, ranges, random; moving between devices and dtypes.
 
-Random numbers come from ``Generator`` objects (numpy's Philox bit generator on the CPU);
-``tk.manual_seed`` reseeds the default one so programs are reproducible. The streams are
-not PyTorch's (its CPU generator is a Mersenne twister): same distributions, other numbers.
+Random numbers come from ``Generator`` objects, one default per device (numpy's Philox bit
+generator on the CPU, Philox4x32-10 counters on each cuda device); ``tk.manual_seed`` reseeds
+them all so programs are reproducible. The streams are not PyTorch's (same distributions,
+other numbers).
 """
 from __future__ import annotations
 
 import builtins
 import math
+import threading
 import warnings
 
 import numpy as np
@@ -332,23 +334,50 @@ def eye(n: int, m: int | None = None, *, dtype=None, device=None, requires_grad=
 
 
 # ---- random ------------------------------------------------------------------------------------
+# Random ops fill a tensor through the dispatcher's fill primitives, each with a kernel per
+# device: "uniform_" (uniform in [low, high)), "normal_" (mean + std * N(0, 1)), "random_"
+# (integers in [low, high)), "bernoulli_" (p a number or a tensor of out's shape) and
+# "randperm". Kernels take a contiguous output and the Generator of its device.
+_DEFAULT_SEED = 67280421310721          # PyTorch's default seed
+_MASK64 = (1 << 64) - 1
+
+
 class Generator:
-    """A random stream (numpy's Philox counter-based bit generator on the CPU).
+    """A random stream of one device, passed to random functions as ``generator=``.
+
+    * ``cpu``: numpy's Philox counter-based bit generator (``cpu/random.py``). Not PyTorch's
+      stream (its CPU generator is a Mersenne twister): same distributions, other numbers.
+    * ``cuda``: Philox4x32-10 (``kernels/random.py``) with PyTorch's state: (seed, offset). A
+      call uses the counters [offset, offset + used) and moves the offset past them (rounded up
+      to a multiple of 4), so two calls never share numbers and ``get_state`` / ``set_state``
+      replay exactly; the same seed gives the same numbers on every GPU (and the emulated
+      device). Each cuda device has a default one (``tk.cuda.manual_seed``); it is independent
+      of the CPU's. The numbers are not PyTorch's (another layout of the counters).
 
     Example::
 
         >>> g = tk.Generator().manual_seed(0); tk.rand(2, generator=g)
+        >>> g = tk.Generator(device="cuda").manual_seed(0)
+        >>> tk.randn(2, device="cuda", generator=g)
     """
 
     def __init__(self, device="cpu"):
-        self.device = Device(device)
-        self._seed = 67280421310721          # PyTorch's default seed
-        self._np = np.random.Generator(np.random.Philox(self._seed))
+        device = Device(device)
+        if device.type != "cpu" and device.index is None:
+            from ..cuda import current_device
+            device = Device(device.type, current_device())
+        self.device = device
+        self._lock = threading.Lock()          # two threads must not get the same counters
+        self.manual_seed(_DEFAULT_SEED)
 
     def manual_seed(self, seed: int) -> "Generator":
+        """Restart the stream from ``seed``; returns the generator."""
         seed = int(seed)
-        self._seed = seed
-        self._np = np.random.Generator(np.random.Philox(seed & ((1 << 64) - 1)))
+        if self.device.type == "cpu":
+            self._seed = seed
+            self._np = np.random.Generator(np.random.Philox(seed & _MASK64))
+        else:
+            self._seed, self._offset = seed & _MASK64, 0
         return self
 
     def seed(self) -> int:
@@ -361,13 +390,27 @@ class Generator:
         return self._seed
 
     def get_state(self) -> Tensor:
-        """The stream's state as a uint8 tensor (to restore with ``set_state``)."""
+        """The stream's state as a uint8 CPU tensor (to restore with ``set_state``); for a cuda
+        generator 16 bytes, the seed and the offset as little-endian uint64 (PyTorch's layout)."""
+        if self.device.type != "cpu":
+            with self._lock:
+                return tensor(np.array([self._seed, self._offset], "<u8").view(np.uint8))
         import json
         text = json.dumps({"seed": self._seed, "state": self._np.bit_generator.state},
                           default=lambda o: o.tolist() if isinstance(o, np.ndarray) else int(o))
         return tensor(np.frombuffer(text.encode(), np.uint8).copy())
 
     def set_state(self, state: Tensor) -> "Generator":
+        if self.device.type != "cpu":
+            if not isinstance(state, Tensor) or state.dtype is not D.uint8 or state.numel() != 16:
+                got = f"a {state.dtype} tensor of {state.numel()} elements" if isinstance(state, Tensor) else \
+                    type(state).__name__
+                raise RuntimeError(f"set_state: a {self.device.type} generator's state is a uint8 tensor of 16 "
+                                   f"bytes (seed, offset), as get_state() returns; got {got}")
+            seed, offset = (int(x) for x in np.ascontiguousarray(state._host()).reshape(16).view("<u8"))
+            with self._lock:
+                self._seed, self._offset = seed, offset
+            return self
         import json
         d = json.loads(bytes(state._host()).decode())
         self._seed = d["seed"]
@@ -376,19 +419,58 @@ class Generator:
         self._np = np.random.Generator(bg)
         return self
 
+    def _philox(self, counters: int) -> tuple:
+        """(seed, offset) for a call that uses ``counters`` Philox counters; moves the offset
+        past them, rounded up to a multiple of 4 (as PyTorch). Device generators only."""
+        with self._lock:
+            offset = self._offset
+            self._offset = (offset + counters + 3) // 4 * 4 & _MASK64
+        return self._seed, offset
+
+    def __repr__(self) -> str:
+        return f"<tk.Generator device={self.device}>"
+
 
 default_generator = Generator()
+_device_generators: dict = {}   # Device("cuda", i) -> its default generator, made on first use
+_device_seeds: dict = {}        # device type -> the seed its default generators start from
+
+
+def default_generator_for(device) -> Generator:
+    """The default generator of ``device`` (the CPU's, or one per cuda device, as PyTorch)."""
+    device = Device(device)
+    if device.type == "cpu":
+        return default_generator
+    if device.index is None:
+        from ..cuda import current_device
+        device = Device(device.type, current_device())
+    g = _device_generators.get(device)
+    if g is None:
+        g = _device_generators[device] = Generator(device).manual_seed(_device_seeds.get(device.type, _DEFAULT_SEED))
+    return g
+
+
+def _seed_device_generators(device_type: str, seed: int) -> None:
+    """Seed the default generators of every device of ``device_type`` (also those made later)."""
+    _device_seeds[device_type] = int(seed)
+    for device, g in list(_device_generators.items()):
+        if device.type == device_type:
+            g.manual_seed(seed)
 
 
 def manual_seed(seed: int) -> Generator:
-    """Seed the default random streams (CPU, and every device backend that registers one)."""
+    """Seed the default random streams: the CPU's, and every device's (``tk.cuda.manual_seed_all``)."""
     for fn in _SEED_HOOKS:
         fn(int(seed))
     return default_generator.manual_seed(seed)
 
 
 def seed() -> int:
-    return default_generator.seed()
+    """Seed the default streams (CPU and devices, as ``manual_seed``) from the OS's entropy; returns the seed."""
+    s = default_generator.seed()
+    for fn in _SEED_HOOKS:
+        fn(s)
+    return s
 
 
 def initial_seed() -> int:
@@ -403,48 +485,88 @@ def set_rng_state(state: Tensor) -> None:
     default_generator.set_state(state)
 
 
-_SEED_HOOKS: list = []   # device backends reseed their generators through this
+_SEED_HOOKS: list = []   # device backends reseed their generators through this (tensorkit.cuda)
 
 
-def _gen(generator) -> np.random.Generator:
-    return (generator or default_generator)._np
+def _generator_for(device: Device, generator, op: str) -> Generator:
+    if generator is None:
+        return default_generator_for(device)
+    if not isinstance(generator, Generator):
+        raise TypeError(f"{op}(): generator must be a tk.Generator, got {type(generator).__name__}")
+    if generator.device.type != device.type:
+        raise RuntimeError(f"{op}(): expected a generator of device type '{device.type}' for a tensor on {device}, "
+                           f"got one of {generator.device}; make it with tk.Generator(device='{device.type}')")
+    return generator
 
 
-def _random(sample, size, dtype, device, requires_grad, op) -> Tensor:
-    shape = _size(size, op)
+def _fill(prim: str, out: Tensor, *params, generator=None, op: str | None = None) -> Tensor:
+    """Run the random fill primitive ``prim`` into ``out`` (through a contiguous buffer when
+    ``out`` is a strided view); ``params`` as the kernels take them."""
+    gen = _generator_for(out.device, generator, op or prim)
+    if out.numel():
+        dest = out if out.is_contiguous() else new_tensor(out._shape, out.dtype, out.device)
+        _dispatch.lookup(prim, out.device.type, out.dtype)(dest, *params, gen)
+        if dest is not out:
+            from .pointwise import copy
+            copy(dest, _into=out)
+    if _dispatch.observers:
+        _dispatch.notify(prim, tuple(p for p in params if isinstance(p, Tensor)), (out,), {"params": params})
+    return out
+
+
+def _float_dtype(dtype, op: str) -> D.DType:
     dtype = D.to_dtype(dtype) if dtype is not None else D.get_default_dtype()
-    return _from_host(sample(shape, dtype), dtype, device, requires_grad)
-
-
-def _float_sample(dtype: D.DType):
     if not dtype.is_floating_point:
-        raise RuntimeError(f"expected a floating point dtype, got {dtype}")
-    return np.float64 if dtype is D.float64 else np.float32
+        raise RuntimeError(f"{op}(): expected a floating point dtype, got {dtype}")
+    return dtype
 
 
-def _uniform01(generator, shape, dtype: D.DType) -> np.ndarray:
-    """Uniform samples in [0, 1) that stay below 1 in ``dtype``: float16/bfloat16 draw multiples of
-    2**-digits (as PyTorch does), since rounding a float32 sample could give exactly 1."""
-    u = _gen(generator).random(shape, dtype=_float_sample(dtype))
-    if dtype in (D.float16, D.bfloat16):
-        digits = 11 if dtype is D.float16 else 8
-        u = np.floor(u * 2.0 ** digits) * 2.0 ** -digits
-    return u
+def _new_random(op: str, prim: str, size, dtype: D.DType, device, generator, requires_grad, *params) -> Tensor:
+    out = _fill(prim, new_tensor(_size(size, op), dtype, _device(device)), *params, generator=generator, op=op)
+    return out.requires_grad_() if requires_grad else out
 
 
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
-    """Uniform random numbers in [0, 1)."""
-    return _random(lambda s, d: _uniform01(generator, s, d), size, dtype, device, requires_grad, "rand")
+    """Uniform random numbers in [0, 1), never 1 (float16/bfloat16 draw multiples of 2**-11 /
+    2**-8, as PyTorch, so rounding cannot reach 1).
+
+    Example::
+
+        >>> tk.manual_seed(0); tk.rand(2, 3, device="cuda")
+    """
+    return _new_random("rand", "uniform_", size, _float_dtype(dtype, "rand"), device, generator, requires_grad,
+                       0.0, 1.0)
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
-    """Standard normal random numbers."""
-    return _random(lambda s, d: _gen(generator).standard_normal(s, dtype=_float_sample(d)), size, dtype,
-                   device, requires_grad, "randn")
+    """Standard normal random numbers (on cuda: Box-Muller on Philox draws)."""
+    return _new_random("randn", "normal_", size, _float_dtype(dtype, "randn"), device, generator, requires_grad,
+                       0.0, 1.0)
+
+
+def _check_int_range(op: str, low: int, high: int, dtype: D.DType) -> None:
+    """[low, high) must be non-empty and its values fit ``dtype`` (and int64), as in PyTorch."""
+    if high <= low:
+        raise RuntimeError(f"{op}(): random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+    if dtype is D.bool_:
+        lo, hi = 0, 1
+    elif dtype.is_floating_point:
+        lo, hi = -(1 << 63), (1 << 63) - 1
+    else:
+        info = np.iinfo(dtype.numpy)
+        lo, hi = int(info.min), int(info.max)
+    if low < lo or high - 1 > hi:
+        raise RuntimeError(f"{op}(): the range [{low}, {high}) does not fit dtype {dtype}, whose values are "
+                           f"{lo}..{hi}; pick a wider dtype (dtype=tk.int64)")
 
 
 def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
-    """Random integers in [low, high) (``randint(high, size)`` starts at 0); int64 by default."""
+    """Random integers in [low, high) (``randint(high, size)`` starts at 0); int64 by default.
+
+    On cuda, ranges up to 2**16 take 32 random bits per value and wider ones 64, so no value is
+    more likely than another by more than 2**-16 (relative) for small ranges and 2**-32 for
+    ranges up to 2**32 (ranges near 2**63 have more bias, as with PyTorch's modulo).
+    """
     if size is None:
         if isinstance(high, (tuple, list)):
             low, high, size = 0, low, high
@@ -452,61 +574,131 @@ def randint(low, high=None, size=None, *, generator=None, dtype=None, device=Non
             raise TypeError("randint(): missing the size argument, e.g. randint(0, 10, (3,))")
     elif high is None:
         low, high = 0, low
-    if high <= low:
-        raise RuntimeError(f"randint(): random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+    low, high = (x.__index__() if isinstance(x, Tensor) else x for x in (low, high))
     dtype = D.to_dtype(dtype) if dtype is not None else D.int64
-    return _from_host(_gen(generator).integers(low, high, _size((size,), "randint")), dtype, device, requires_grad)
+    _check_int_range("randint", low, high, dtype)
+    return _new_random("randint", "random_", (size,), dtype, device, generator, requires_grad, int(low), int(high))
 
 
 def randperm(n: int, *, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
-    """A random permutation of 0..n-1."""
+    """A random permutation of 0..n-1.
+
+    On cuda the order of random keys drawn on the device, sorted on the host: unlike the other
+    random functions, this waits for the device.
+    """
     if n < 0:
         raise RuntimeError(f"randperm(): n must be non-negative, got {n}")
     dtype = D.to_dtype(dtype) if dtype is not None else D.int64
-    return _from_host(_gen(generator).permutation(n), dtype, device, requires_grad)
+    dev = _device(device)
+    perm = _dispatch.lookup("randperm", dev.type, D.int64)(int(n), _generator_for(dev, generator, "randperm"), dev)
+    if dtype is not D.int64:
+        perm = to(perm, dtype)
+    return perm.requires_grad_() if requires_grad else perm
 
 
 def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, device=None, requires_grad=False):
-    """Normal random numbers; ``mean`` and ``std`` may be tensors (broadcast) or numbers."""
-    if isinstance(mean, Tensor) or isinstance(std, Tensor):
-        ref = mean if isinstance(mean, Tensor) else std
-        m = mean._host().astype(np.float64) if isinstance(mean, Tensor) else mean
-        s = std._host().astype(np.float64) if isinstance(std, Tensor) else std
-        if np.any(np.asarray(s) < 0):
+    """Normal random numbers; ``mean`` and ``std`` may be tensors (broadcast together) or numbers
+    (then give ``size``).
+
+    A negative ``std`` is an error; in a cuda tensor it is not checked (that would wait for the
+    device) and acts as its absolute value.
+    """
+    if not isinstance(mean, Tensor) and not isinstance(std, Tensor):
+        if size is None:
+            raise TypeError("normal(): with number mean and std, give a size")
+        if std < 0:
+            raise RuntimeError(f"normal(): std must be >= 0, got {std}")
+        return _new_random("normal", "normal_", (size,), _float_dtype(dtype, "normal"), device, generator,
+                           requires_grad, float(mean), float(std))
+    ref = mean if isinstance(mean, Tensor) else std
+    if isinstance(std, Tensor):
+        if std.device.type == "cpu" and np.any(std._np() < 0):
             raise RuntimeError("normal(): std must be >= 0")
-        shape = np.broadcast_shapes(np.shape(m), np.shape(s))
-        values = m + s * _gen(generator).standard_normal(shape)
-        return _from_host(values, dtype and D.to_dtype(dtype) or ref.dtype, device or ref.device, requires_grad)
-    if size is None:
-        raise TypeError("normal(): with number mean and std, give a size")
-    if std < 0:
+    elif std < 0:
         raise RuntimeError(f"normal(): std must be >= 0, got {std}")
-    return _random(lambda s, d: mean + std * _gen(generator).standard_normal(s, dtype=_float_sample(d)),
-                   (size,), dtype, device, requires_grad, "normal")
+    tensors = [t for t in (mean, std) if isinstance(t, Tensor)]
+    dev = next((t.device for t in tensors if t.device.type != "cpu"), ref.device)
+    shape = np.broadcast_shapes(*[tuple(t._shape) for t in tensors])
+    from .pointwise import add, mul
+    out = _fill("normal_", new_tensor(shape, _float_dtype(dtype or ref.dtype, "normal"), dev), 0.0, 1.0,
+                generator=generator, op="normal")
+    add(mul(out, std, _into=out), mean, _into=out)
+    if device is not None:
+        out = to(out, device)
+    return out.requires_grad_() if requires_grad else out
 
 
-def _fill_random_(input: Tensor, values: np.ndarray) -> Tensor:
-    copy_(input, _from_host(values, input.dtype if input.dtype.category == 2 else D.float64))
-    return input
+def rand_like(input: Tensor, *, dtype=None, device=None, requires_grad=False, generator=None) -> Tensor:
+    """``rand`` with ``input``'s shape (and its dtype and device unless given)."""
+    return _like(lambda s, **k: rand(s, generator=generator, **k), input, dtype, device, requires_grad)
+
+
+def randn_like(input: Tensor, *, dtype=None, device=None, requires_grad=False, generator=None) -> Tensor:
+    """``randn`` with ``input``'s shape (and its dtype and device unless given)."""
+    return _like(lambda s, **k: randn(s, generator=generator, **k), input, dtype, device, requires_grad)
+
+
+def randint_like(input: Tensor, low, high=None, *, dtype=None, device=None, requires_grad=False,
+                 generator=None) -> Tensor:
+    """``randint`` with ``input``'s shape (and its dtype and device unless given);
+    ``randint_like(x, high)`` starts at 0."""
+    if high is None:
+        low, high = 0, low
+    return _like(lambda s, **k: randint(low, high, s, generator=generator, **k), input, dtype, device,
+                 requires_grad)
 
 
 def uniform_(input: Tensor, a: float = 0.0, b: float = 1.0, *, generator=None) -> Tensor:
-    """Fill with uniform random numbers in [a, b)."""
-    u = _uniform01(generator, input.shape, input.dtype if input.dtype.category == 2 else D.float64)
-    return _fill_random_(input, a + (b - a) * u.astype(np.float64))
+    """Fill with uniform random numbers in [a, b) (a value that rounds to b in the tensor's
+    dtype becomes a, as in PyTorch)."""
+    if not a <= b:
+        raise RuntimeError(f"uniform_(): expects a [from, to) range, but found from={a} > to={b}")
+    input._bump_version()
+    return _fill("uniform_", input, float(a), float(b), generator=generator)
 
 
 def normal_(input: Tensor, mean: float = 0.0, std: float = 1.0, *, generator=None) -> Tensor:
     """Fill with normal random numbers."""
-    return _fill_random_(input, mean + std * _gen(generator).standard_normal(input.shape))
+    if std < 0:
+        raise RuntimeError(f"normal_(): std must be >= 0, got {std}")
+    input._bump_version()
+    return _fill("normal_", input, float(mean), float(std), generator=generator)
+
+
+def _probabilities(p, out: Tensor, op: str):
+    """bernoulli's p as its kernels take it: a number in [0, 1], or a contiguous tensor of
+    ``out``'s shape on its device. A tensor's values are checked on the CPU only (on cuda that
+    would wait for the device; there values above 1 act as 1, below 0 and NaN as 0)."""
+    if not isinstance(p, Tensor):
+        if not 0 <= p <= 1:
+            raise RuntimeError(f"{op}: p must be in [0, 1], got {p}")
+        return float(p)
+    if p.device != out.device:
+        raise RuntimeError(f"{op}: expected the probabilities on {out.device}, like the output, but they are on "
+                           f"{p.device}")
+    if p.device.type == "cpu":
+        a = p._np()
+        if np.any((a < 0) | (a > 1)):
+            raise RuntimeError(f"{op}: all probabilities must be in [0, 1]")
+    if p._shape != out._shape:
+        from .view import broadcast_to
+        p = broadcast_to(p, out._shape)
+    return contiguous(p)
 
 
 def bernoulli(input: Tensor, p=None, *, generator=None) -> Tensor:
-    """0/1 samples with probabilities ``input`` (or the number ``p``)."""
-    probs = input._host().astype(np.float64) if p is None else np.full(input.shape, p)
-    if np.any((probs < 0) | (probs > 1)):
-        raise RuntimeError("bernoulli: all probabilities must be in [0, 1]")
-    return _from_host(_gen(generator).random(input.shape) < probs, input.dtype, input.device)
+    """0/1 samples with probabilities ``input`` (or the number ``p``), in ``input``'s dtype."""
+    out = new_tensor(input._shape, input.dtype, input.device)
+    return _fill("bernoulli_", out, _probabilities(input if p is None else p, out, "bernoulli"),
+                 generator=generator, op="bernoulli")
+
+
+def bernoulli_(input: Tensor, p=0.5, *, generator=None) -> Tensor:
+    """Fill ``input`` (any dtype) with 1 with probability ``p`` (a number, or a tensor that
+    broadcasts to it), else 0: the mask behind dropout."""
+    probs = _probabilities(p, input, "bernoulli_")
+    input._bump_version()
+    return _fill("bernoulli_", input, probs, generator=generator)
 
 
 # ---- copies, casts, devices ------------------------------------------------------------------------
