@@ -118,14 +118,20 @@ def test_randn_is_philox_box_muller():
     n = 2000
     got = host(tk.randn(n, device="cuda", generator=gen(SEED)))
     r = draws(n, 4, SEED)[0]
-    z = []
+    z, radii = [], []
     for a, b in ((r[0], r[1]), (r[2], r[3])):
         # as the kernel: u1 = r * 2**-32 + 2**-33 in (0, 1], theta = 2 pi r * 2**-32, in float32
         u1 = a.astype(np.float32) * np.float32(2.0 ** -32) + np.float32(2.0 ** -33)
         theta = b.astype(np.float32) * np.float32(2 * np.pi * 2.0 ** -32)
         rad = np.sqrt(-2.0 * np.log(u1.astype(np.float64)))
         z += [rad * np.cos(theta.astype(np.float64)), rad * np.sin(theta.astype(np.float64))]
-    np.testing.assert_allclose(got, np.concatenate(z)[:n], rtol=1e-5, atol=3e-5)
+        radii += [rad, rad]
+    z, radii = np.concatenate(z)[:n], np.concatenate(radii)[:n]
+    # a GPU's fast log/sin/cos are off by ~1e-7 absolute: fine, except for the radius sqrt(-2 log u1)
+    # of u1 within 1e-4 of 1 (a few in 10**5 draws), where that is a large relative error
+    close = np.isclose(got, z, rtol=1e-5, atol=3e-5) | (radii < 1e-2)
+    assert close.all(), (got[~close], z[~close])
+    assert np.isclose(got, z, rtol=1e-5, atol=3e-5).mean() > 0.999
     got = host(tk.normal(1.0, 2.0, (n,), dtype=tk.float64, device="cuda", generator=gen(SEED)))
     w = draws(n, 2, SEED)[0]
     u1, theta = 1.0 - unit53(w[0], w[1]), unit53(w[2], w[3]) * 2 * np.pi

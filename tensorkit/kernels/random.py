@@ -21,7 +21,7 @@ from .. import dtypes as D
 from .._storage import TRANSFERS, Storage, allocate
 from .._tensor import Tensor
 from ..device import CPU
-from ._launch import pointer, prepare
+from ._launch import launch, pointer
 
 MAX_BLOCK = 512       # counters per program on a GPU: 4 warps x 4 counters per thread, 16 elements each
 EMULATED_BLOCK = 8192  # in Triton's interpreter, whose cost is per program (the numbers are the same)
@@ -60,9 +60,9 @@ def _launch(kernel, out: Tensor, per_counter: int, generator, scalars: tuple, pr
     seed, offset = generator._philox(q)
     from ..cuda import EMULATED
     block = min(EMULATED_BLOCK if EMULATED else MAX_BLOCK, 1 << (q - 1).bit_length())
-    prepare()
     tensors = (pointer(out),) if probs is None else (pointer(out), pointer(probs))
-    kernel[(-(-q // block),)](*tensors, n, q, *_halves(seed), *_halves(offset), *scalars, BLOCK=block, **meta)
+    launch(kernel, (-(-q // block),), *tensors, n, q, *_halves(seed), *_halves(offset), *scalars, **meta,
+           BLOCK=block)                      # constexprs in the kernel's order (launch's cache needs it)
 
 
 # significant bits of each float dtype: uniforms are multiples of 2**-bits (53: two draws each)

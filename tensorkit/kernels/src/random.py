@@ -33,6 +33,11 @@ import triton
 import triton.language as tl
 
 
+# Scalars that change from call to call: no specialization (Triton would compile another kernel
+# for a value of 1 or a multiple of 16)
+_STATE = ["seed_lo", "seed_hi", "off_lo", "off_hi"]
+
+
 @triton.jit
 def _u64(lo, hi):
     """The uint64 whose halves are the int32 bit patterns ``lo``, ``hi``."""
@@ -95,12 +100,12 @@ def _affine_store(out, lane, q, c, live, n, u, a, span, b):
     """Store a + span * u rounded to out's dtype; where rounding reaches b, store a (as PyTorch),
     so uniform_(a, b) stays in [a, b)."""
     v = _to(a + span * u, out.dtype.element_ty)
-    v = tl.where(v.to(u.dtype) >= b, a.to(out.dtype.element_ty), v)
+    v = tl.where(v.to(u.dtype) >= b, _to(a, out.dtype.element_ty), v)
     i = lane * q + c
     tl.store(out + i, v, mask=live & (i < n))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=[*_STATE, "a_lo", "a_hi", "s_lo", "s_hi", "b_lo", "b_hi"])
 def uniform_kernel(out, n, q, seed_lo, seed_hi, off_lo, off_hi, a_lo, a_hi, s_lo, s_hi, b_lo, b_hi,
                    BITS: tl.constexpr, BLOCK: tl.constexpr):
     # out: n contiguous floats; a, s = b - a, b: float64 halves; BITS: the dtype's significant
@@ -126,11 +131,12 @@ def _box_muller32(r1, r2):
     reaches 6.7), u2 in [0, 1)."""
     u1 = r1.to(tl.float32) * 2.3283064365386963e-10 + 1.1641532182693481e-10    # r * 2**-32 + 2**-33
     theta = r2.to(tl.float32) * 1.4629180792671596e-09                        # 2 pi * r * 2**-32
-    rad = tl.sqrt(-2.0 * tl.log(u1))
+    # a GPU's fast log (lg2.approx) has an absolute error: just below 1 it may be positive
+    rad = tl.sqrt(tl.maximum(-2.0 * tl.log(u1), 0.0))
     return rad * tl.cos(theta), rad * tl.sin(theta)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=[*_STATE, "m_lo", "m_hi", "s_lo", "s_hi"])
 def normal_kernel(out, n, q, seed_lo, seed_hi, off_lo, off_hi, m_lo, m_hi, s_lo, s_hi,
                   WIDE: tl.constexpr, BLOCK: tl.constexpr):
     # out: n contiguous floats = mean + std * z; mean, std: float64 halves; WIDE: float64 output
@@ -155,7 +161,7 @@ def normal_kernel(out, n, q, seed_lo, seed_hi, off_lo, off_hi, m_lo, m_hi, s_lo,
         _store(out, 3, q, c, live, n, mean + std * z3)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=[*_STATE, "low_lo", "low_hi", "s_lo", "s_hi"])
 def random_kernel(out, n, q, seed_lo, seed_hi, off_lo, off_hi, low_lo, low_hi, s_lo, s_hi,
                   WIDE: tl.constexpr, BLOCK: tl.constexpr):
     # out: n contiguous elements (any dtype) = low + an integer in [0, span); low: int64 halves,
@@ -191,7 +197,7 @@ def _keep(r, p, lane, q, c, live, n, t, P_TENSOR: tl.constexpr):
     return r.to(tl.uint64) < t
 
 
-@triton.jit
+@triton.jit(do_not_specialize=[*_STATE, "t_lo", "t_hi"])
 def bernoulli_kernel(out, p, n, q, seed_lo, seed_hi, off_lo, off_hi, t_lo, t_hi,
                      P_TENSOR: tl.constexpr, BLOCK: tl.constexpr):
     # out: n contiguous elements (any dtype) set to 1 with probability p, else 0; p: a tensor of
