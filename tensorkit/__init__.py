@@ -14,6 +14,8 @@ from ._tensor import Size, Tensor
 from . import cpu as _cpu  # noqa: F401  (registers the CPU kernels)
 from . import kernels as _kernels  # noqa: F401  (registers the Triton kernels; Triton loads lazily)
 from . import cuda
+from . import backends
+from .backends import get_float32_matmul_precision, set_float32_matmul_precision
 from .ops.creation import (Generator, arange, as_tensor, bernoulli, default_generator, empty, empty_like, eye,
                            from_numpy, full, full_like, get_rng_state, initial_seed, linspace, logspace,
                            manual_seed, normal, ones, ones_like, rand, rand_like, randint, randint_like, randn,
