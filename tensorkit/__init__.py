@@ -44,6 +44,7 @@ from .functional import (abs, absolute, acos, add, allclose, arccos, arcsin, arc
                          pow, reciprocal, relu, remainder, round, rsqrt, rsub, sigmoid, sign, sin, sinh, sqrt,
                          square, sub, subtract, tan, tanh, true_divide, trunc, where)
 from ._printing import get_printoptions, set_printoptions
+from ._dlpack import from_dlpack
 from . import _methods  # noqa: F401  (binds methods and operators onto Tensor)
 
 float = float32  # noqa: A001

@@ -156,6 +156,41 @@ class Tensor:
     def untyped_storage(self) -> Storage:
         return self._storage
 
+    # ---- zero-copy interop (tensorkit/_dlpack.py) ------------------------------------------
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """A DLPack capsule sharing this tensor's memory (what ``np.from_dlpack``,
+        ``torch.from_dlpack`` and ``tk.from_dlpack`` call).
+
+        Args:
+            stream: the consumer's CUDA stream (None: the legacy default stream, -1: no
+                synchronisation); our pending work on the data is ordered before it. None for CPU tensors.
+            max_version: the newest DLPack version the consumer reads; >= (1, 0) gets a versioned capsule.
+            dl_device: the DLPack device wanted; (1, 0) for a CUDA tensor exports a host copy.
+            copy: True exports a copy, False never copies, None copies only for ``dl_device``.
+
+        Raises BufferError for tensors that require grad and on the emulated cuda device (its memory
+        is host memory; export a ``.cpu()`` copy).
+        """
+        from ._dlpack import to_dlpack
+        return to_dlpack(self, stream=stream, max_version=max_version, dl_device=dl_device, copy=copy)
+
+    def __dlpack_device__(self) -> tuple:
+        """``(1, 0)`` (kDLCPU) or ``(2, index)`` (kDLCUDA)."""
+        from ._dlpack import dlpack_device
+        return dlpack_device(self)
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """The CUDA array interface (version 3) of a CUDA tensor, for Numba, CuPy and cuda.core.
+
+        Strides are in bytes (None when contiguous); ``stream`` is the current stream, on which
+        work writing the data is queued. CPU tensors raise AttributeError (so ``hasattr`` says
+        False), as in PyTorch, and so do tensors on the emulated cuda device, whose memory is host
+        memory. bfloat16 has the typestr "<V2" (two raw bytes), as in PyTorch.
+        """
+        from ._dlpack import cuda_array_interface
+        return cuda_array_interface(self)
+
     @property
     def _version(self) -> int:
         return self._storage.version

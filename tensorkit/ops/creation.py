@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import _dispatch
 from .. import dtypes as D
-from .._storage import TRANSFERS, Storage, allocate
+from .._storage import PINNED, TRANSFERS, Storage, allocate
 from .._tensor import Size, Tensor, contiguous_strides
 from ..device import CPU, device as Device
 
@@ -713,7 +713,10 @@ def copy_(input: Tensor, src, non_blocking: bool = False) -> Tensor:
             raise RuntimeError(f"copy_: no transfer from {src.device} to {input.device}: is the device's "
                                f"runtime available (tk.cuda.is_available())?")
         src = contiguous(src)
-        moved = transfer(src._storage, src._offset, src.numel(), input.device, non_blocking)
+        # A CPU kernel reads the moved copy right away, so a copy into host memory must have landed;
+        # into a device, the kernel is queued behind the transfer on the same stream.
+        moved = transfer(src._storage, src._offset, src.numel(), input.device,
+                         non_blocking and input.device.type != "cpu")
         src = Tensor._make(moved, 0, src.shape, contiguous_strides(src.shape), src.dtype)
     copy(src, _into=input)
     return input
@@ -747,6 +750,38 @@ def to(input: Tensor, *args, dtype=None, device=None, non_blocking: bool = False
         return _fresh(Tensor._make(moved, 0, src.shape, contiguous_strides(src.shape), dt))
     out = empty(input.shape, dtype=dt, device=dev)
     return _fresh(copy_(out, input, non_blocking))
+
+
+def pin_memory(input: Tensor, device=None) -> Tensor:
+    """A copy of CPU tensor ``input`` in page-locked ("pinned") host memory (``input`` itself if it
+    is pinned already). Copies between pinned memory and a GPU run asynchronously with
+    ``non_blocking=True``; the result is an ordinary CPU tensor (``numpy()`` shares its memory), and
+    the memory goes back to tensorkit's pinned cache when the last reference dies.
+
+    Without CUDA this raises RuntimeError, as PyTorch does. On the emulated cuda device
+    (TENSORKIT_INTERPRET=1), which has no page-locked memory and copies synchronously, it returns
+    an ordinary copy and ``is_pinned()`` stays False: code written for a GPU runs unchanged, and
+    nothing claims a pinning that did not happen.
+
+    Example::
+
+        >>> x = tk.randn(1024).pin_memory()
+        >>> y = x.to("cuda", non_blocking=True)     # returns before the copy is done
+    """
+    if input.device.type != "cpu":
+        raise RuntimeError(f"cannot pin '{input.type()}' only dense CPU tensors can be pinned")
+    if is_pinned(input):
+        return input
+    out = Tensor._make(PINNED["allocate"](input.numel(), input.dtype.numpy), 0, input.shape,
+                       contiguous_strides(input.shape), input.dtype)
+    return _fresh(copy_(out, input))
+
+
+def is_pinned(input: Tensor, device=None) -> bool:
+    """Whether ``input`` is in page-locked host memory (False for device tensors, on the emulated
+    device, and without CUDA)."""
+    check = PINNED.get("is_pinned")
+    return input.device.type == "cpu" and input.numel() > 0 and check is not None and check(input.data_ptr())
 
 
 def contiguous(input: Tensor, memory_format=None) -> Tensor:
