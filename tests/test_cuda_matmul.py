@@ -149,9 +149,9 @@ def test_k_zero_writes_zeros(dtype):
 
 @pytest.mark.parametrize("shapes", [((0, 5), (5, 3)), ((4, 5), (5, 0)), ((0, 4, 5), (0, 5, 3))])
 def test_empty_output_launches_nothing(shapes, monkeypatch):
-    def no_launch(*args):
+    def no_launch(*args, **kwargs):
         raise AssertionError("a kernel was launched for an empty output")
-    monkeypatch.setattr(MM, "_run", no_launch)
+    monkeypatch.setattr(MM, "launch", no_launch)
     a, b = tk.empty(*shapes[0], device="cuda"), tk.empty(*shapes[1], device="cuda")
     assert tuple(tk.matmul(a, b).shape) == _ref(tk.empty(*shapes[0]), tk.empty(*shapes[1])).shape
 
@@ -198,8 +198,8 @@ def _tf32_sensitive():
 @pytest.mark.parametrize("setting", ["default", "allow_tf32", "high", "medium"])
 def test_float32_precision_reaches_the_kernel(setting, monkeypatch):
     seen = []
-    run = MM._run
-    monkeypatch.setattr(MM, "_run", lambda *args: (seen.append(args[-1]), run(*args)))
+    launch = MM.launch
+    monkeypatch.setattr(MM, "launch", lambda *args, **kw: (seen.append(kw["PRECISION"]), launch(*args, **kw)))
     a, b = _tf32_sensitive()
     try:
         if setting == "allow_tf32":
@@ -384,6 +384,7 @@ def test_autotune_end_to_end(monkeypatch, tmp_path):
     stored config is used without timing."""
     monkeypatch.setenv("TENSORKIT_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(MM, "_memo", {})
+    monkeypatch.setattr(MM, "_calls", {})
     monkeypatch.setattr(MM, "TUNE_MIN_WORK", 0)
     timed = []
 
@@ -402,5 +403,20 @@ def test_autotune_end_to_end(monkeypatch, tmp_path):
     assert len(timed) == len(set(timed)), "a key is tuned once per process"
 
     monkeypatch.setattr(MM, "_memo", {})                  # a new process
+    monkeypatch.setattr(MM, "_calls", {})
     monkeypatch.setattr(MM, "_timer", lambda c, fn: pytest.fail("tuned again although the cache has the key"))
     _check(tk.matmul(a, b), a, b)
+
+
+@pytest.mark.parametrize("kernel", ["ptr", "tma"])
+def test_launch_takes_the_fast_path(kernel):
+    """``_launch.launch`` caches the compiled kernel (skipping Triton's ~20 us per-call
+    bookkeeping) only when the constexprs are passed by name in the kernel's order."""
+    a, b = tk.ones(64, 32, dtype=tk.float16, device="cuda"), tk.ones(32, 48, dtype=tk.float16, device="cuda")
+    out = tk.empty(64, 48, dtype=tk.float16, device="cuda")
+    plan = MM._plan(a, b, out)
+    config = MM.Config(kernel, 32, 32, 16)
+    fn, grid, scalars, constexprs, options = MM._recipe(plan, MM._tma_strides(plan, a, b, out, (9, 0)), out,
+                                                        config, "ieee")
+    assert list(constexprs) == fn.arg_names[3 + len(scalars):]
+    assert set(options) == {"num_warps", "num_stages"}

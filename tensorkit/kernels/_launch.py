@@ -73,21 +73,23 @@ def _hooked(hook) -> bool:
     return hook is not None and bool(getattr(hook, "calls", True))
 
 
-def launch(fn, grid: tuple, *args, **constexprs) -> None:
-    """``fn[grid](*args, **constexprs)`` on the current device and stream. ``args`` are the
-    kernel's leading parameters, ``constexprs`` all the rest, by name."""
+def launch(fn, grid: tuple, *args, options: dict | None = None, **constexprs) -> None:
+    """``fn[grid](*args, **constexprs, **options)`` on the current device and stream. ``args``
+    are the kernel's leading parameters, ``constexprs`` all the rest, by name; ``options``
+    Triton's compile options (``num_warps``, ``num_stages``)."""
+    options = options or {}
     if cuda.EMULATED:
-        fn[grid](*args, **constexprs)
+        fn[grid](*args, **constexprs, **options)
         return
     global _knobs
     sig, raw = _signature(args)
     device = cuda._current
     # per thread: Triton's own path (taken first in each thread) makes the device's context current
-    key = (fn, threading.get_ident(), device, sig, tuple(constexprs.values()))
+    key = (fn, threading.get_ident(), device, sig, tuple(constexprs.values()), tuple(options.items()))
     kernel = _compiled.get(key) if sig is not None else None
     if kernel is None or _hooked(_knobs.launch_enter_hook) or _hooked(_knobs.launch_exit_hook):
         prepare()
-        kernel = fn[grid](*args, **constexprs)
+        kernel = fn[grid](*args, **constexprs, **options)
         if sig is not None and list(constexprs) == fn.arg_names[len(args):]:
             _compiled[key] = kernel
             if _knobs is None:

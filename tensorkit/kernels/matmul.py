@@ -37,11 +37,11 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .. import _dispatch, backends
+from .. import _dispatch, backends, cuda
 from .. import dtypes as D
 from .._tensor import Tensor
 from .codegen import cache_dir, coalesce
-from ._launch import pointer, prepare
+from ._launch import launch, pointer, prepare
 
 DTYPES = (D.float16, D.bfloat16, D.float32, D.float64)
 _CACHE_VERSION = 1          # bump when kernels or Config change meaning: old tuning results are ignored
@@ -134,6 +134,7 @@ class _Plan(NamedTuple):
     a: tuple                # per operand: (strides of outer dims, (s0, s1), (s_rows, s_cols))
     b: tuple
     c: tuple
+    wide: bool              # some matrix spans 2**31 elements or more: int64 offsets
 
 
 def _plan(a: Tensor, b: Tensor, out: Tensor) -> _Plan:
@@ -151,8 +152,10 @@ def _plan(a: Tensor, b: Tensor, out: Tensor) -> _Plan:
         shape, ba, bb, bc = [1] + shape, [0] + ba, [0] + bb, [0] + bc
     k = len(shape) - 2
     split = lambda st, m: (tuple(st[:k]), tuple(st[k:]), tuple(m))
+    span = lambda st, rows, cols: (rows - 1) * abs(st[-2]) + (cols - 1) * abs(st[-1])
+    wide = max(span(sa, M, K), span(sb, K, N), span(sc, M, N)) >= 2 ** 31
     return _Plan(M, N, K, tuple(shape[:k]), tuple(shape[k:]),
-                 split(ba, sa[-2:]), split(bb, sb[-2:]), split(bc, sc[-2:]))
+                 split(ba, sa[-2:]), split(bb, sb[-2:]), split(bc, sc[-2:]), wide)
 
 
 def _layout(s_rows: int, s_cols: int, rows: int, cols: int) -> str:
@@ -173,7 +176,7 @@ def _tma_strides(plan: _Plan, a: Tensor, b: Tensor, out: Tensor, capability: tup
         return None
     M, N, K = plan.M, plan.N, plan.K
     unit = 16 // a.dtype.itemsize
-    if any(t._offset % unit for t in (a, b, out)):
+    if any(t.data_ptr() % 16 for t in (a, b, out)):
         return None
     (sam, sak), (sbk, sbn), (scm, scn) = plan.a[2], plan.b[2], plan.c[2]
     if scn != 1 or scm % unit or scm < N:
@@ -224,7 +227,6 @@ def _device_info(index: int) -> tuple:
     """(name, capability, SM count) of CUDA device ``index``, asked once."""
     info = _devices.get(index)
     if info is None:
-        from .. import cuda
         if cuda.EMULATED:
             # 4 "SMs": the persistent kernel's programs each loop over several tiles in tests
             info = (cuda.get_device_name(index), cuda.get_device_capability(index), 4)
@@ -325,38 +327,45 @@ def _kernels():
 
 def _interpreter_bf16(out: Tensor) -> bool:
     """See ``kernels/src/matmul.py``: bfloat16 dots in Triton's interpreter only."""
-    from .. import cuda
     return cuda.EMULATED and out.dtype is D.bfloat16
 
 
-def _run(plan: _Plan, tma, a: Tensor, b: Tensor, out: Tensor, config: Config, precision: str) -> None:
-    """Launch ``config``'s kernel for ``plan`` (host loop over ``plan.outer``); ``tma`` is
-    ``_tma_strides``'s answer."""
+def _recipe(plan: _Plan, tma, out: Tensor, config: Config, precision: str) -> tuple:
+    """Everything a launch of ``config`` for ``plan`` takes but the operands' pointers:
+    (kernel, grid, scalar arguments, constexprs, options). ``tma`` is ``_tma_strides``'s answer."""
     src = _kernels()
     M, N, K = plan.M, plan.N, plan.K
+    options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    tiles = -(-M // config.block_m) * -(-N // config.block_n)
+    blocks = dict(BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m)
     if config.kernel == "tma":
         sms = _device_info(out._storage.device.index or 0)[2]
         stride_a, a_k_major, stride_b, b_k_major = tma
-        tiles = -(-M // config.block_m) * -(-N // config.block_n)
-        src.matmul_kernel_tma[(min(sms, tiles),)](
-            pointer(a), pointer(b), pointer(out), M, N, K, stride_a, stride_b, plan.c[2][0],
-            A_K_MAJOR=a_k_major, B_K_MAJOR=b_k_major, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-            BLOCK_K=config.block_k, GROUP_M=config.group_m, NUM_SMS=sms, PRECISION=precision,
-            SPLIT_STORE=config.split_store, INTERPRETER_BF16=_interpreter_bf16(out), num_warps=config.num_warps, num_stages=config.num_stages)
-        return
+        return (src.matmul_kernel_tma, (min(sms, tiles),), (M, N, K, stride_a, stride_b, plan.c[2][0]),
+                dict(A_K_MAJOR=a_k_major, B_K_MAJOR=b_k_major, **blocks, NUM_SMS=sms, PRECISION=precision,
+                     SPLIT_STORE=config.split_store, INTERPRETER_BF16=_interpreter_bf16(out)), options)
     B0, B1 = plan.batch
-    grid = (B0 * B1 * -(-M // config.block_m) * -(-N // config.block_n),)
-    # int64 offsets only when one matrix spans more than 2**31 elements (int32 math is cheaper)
-    span = lambda st, r, c: (r - 1) * abs(st[0]) + (c - 1) * abs(st[1])
-    wide = max(span(plan.a[2], M, K), span(plan.b[2], K, N), span(plan.c[2], M, N)) >= 2 ** 31
     acc = src.tl.float64 if out.dtype is D.float64 else src.tl.float32
-    for idx in np.ndindex(*plan.outer):
+    return (src.matmul_kernel, (B0 * B1 * tiles,),
+            (M, N, K, B1, *plan.a[1], *plan.a[2], *plan.b[1], *plan.b[2], *plan.c[1], *plan.c[2]),
+            dict(**blocks, PRECISION=precision, ACC=acc, WIDE=plan.wide, INTERPRETER_BF16=_interpreter_bf16(out)),
+            options)
+
+
+def _launch(recipe: tuple, plan: _Plan, a: Tensor, b: Tensor, out: Tensor) -> None:
+    fn, grid, scalars, constexprs, options = recipe
+    if not plan.outer:
+        launch(fn, grid, pointer(a), pointer(b), pointer(out), *scalars, options=options, **constexprs)
+        return
+    for idx in np.ndindex(*plan.outer):         # batch dims the kernel does not index
         ptrs = [pointer(t, t._offset + sum(i * s for i, s in zip(idx, p[0])))
                 for t, p in ((a, plan.a), (b, plan.b), (out, plan.c))]
-        src.matmul_kernel[grid](
-            *ptrs, M, N, K, B1, *plan.a[1], *plan.a[2], *plan.b[1], *plan.b[2], *plan.c[1], *plan.c[2],
-            BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
-            PRECISION=precision, ACC=acc, WIDE=wide, INTERPRETER_BF16=_interpreter_bf16(out), num_warps=config.num_warps, num_stages=config.num_stages)
+        launch(fn, grid, *ptrs, *scalars, options=options, **constexprs)
+
+
+def _run(plan: _Plan, tma, a: Tensor, b: Tensor, out: Tensor, config: Config, precision: str) -> None:
+    """Launch ``config``'s kernel for ``plan``; ``tma`` is ``_tma_strides``'s answer."""
+    _launch(_recipe(plan, tma, out, config, precision), plan, a, b, out)
 
 
 _timer: Callable | None = None      # tests set a fake timer to exercise tuning on the emulated device
@@ -372,17 +381,33 @@ def _choose(name: str, capability: tuple, key: str, plan: _Plan, tma, a: Tensor,
                 timer=_timer or _do_bench)
 
 
+_calls: dict = {}       # call geometry -> (plan, launch recipe): the host's decisions, made once per geometry
+
+
 @_dispatch.register("matmul", "cuda", DTYPES)
 def matmul(a: Tensor, b: Tensor, out: Tensor) -> None:
     """``out[...] = a @ b`` for ``a``: batch + (M, K), ``b``: batch + (K, N) (any strides),
     ``out``: contiguous batch + (M, N)."""
     if out.numel() == 0:
         return                          # K == 0 is not empty: the kernel writes the zeros
-    from .. import cuda
+    precision = _precision(out.dtype)
+    # with the operands' 16-byte alignment (TMA needs it)
+    geometry = (out._storage.device.index, out.dtype, precision, a._shape, a._strides, b._shape, b._strides,
+                out._strides, a.data_ptr() % 16, b.data_ptr() % 16, out.data_ptr() % 16)
+    call = _calls.get(geometry)
+    if call is None:
+        if len(_calls) > 4096:          # many distinct shapes: start over rather than grow without end
+            _calls.clear()
+        call = _calls[geometry] = _decide(a, b, out, precision)
+    _launch(call[1], call[0], a, b, out)
+
+
+def _decide(a: Tensor, b: Tensor, out: Tensor, precision: str) -> tuple:
+    """(plan, recipe) of a call: its plan, and the launch of its config (tuned, or read from
+    the cache, for a new key)."""
     prepare()
     name, capability, _ = _device_info(out._storage.device.index or 0)
     plan = _plan(a, b, out)
-    precision = _precision(out.dtype)
     tma = _tma_strides(plan, a, b, out, capability)
     if cuda.EMULATED and _timer is None:
         config = EMULATED_CONFIG
@@ -391,4 +416,4 @@ def matmul(a: Tensor, b: Tensor, out: Tensor) -> None:
         config = _memo.get((name, key))
         if config is None:
             config = _memo[name, key] = _choose(name, capability, key, plan, tma, a, b, out, precision)
-    _run(plan, tma, a, b, out, config, precision)
+    return plan, _recipe(plan, tma, out, config, precision)
