@@ -145,6 +145,7 @@ def matmul_kernel_tma(
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
+    tile_c = tl.program_id(0) - NUM_SMS     # the store's own tile counter (see below)
     # flatten: one software pipeline over (tile, k) pairs, so the next tile's loads overlap
     # this tile's last products and its store
     for tile_id in tl.range(tl.program_id(0), num_pid_m * num_pid_n, NUM_SMS, flatten=True):
@@ -166,6 +167,12 @@ def matmul_kernel_tma(
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        # the same tile again, from a second counter: Triton's Blackwell pipeliner mishandles a
+        # value used both by the loads and by the store of a flattened loop (tutorial 09)
+        tile_c += NUM_SMS
+        pid_m, pid_n = _tile(tile_c, num_pid_m, num_pid_n, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
         if SPLIT_STORE:
             halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
             c0, c1 = tl.split(halves)
