@@ -97,6 +97,11 @@ _AMPERE_TF32 = _configs("ptr", [(128, 128, 32), (128, 64, 32), (64, 128, 32), (6
                         [(3, 8), (4, 4), (4, 4), (4, 4)])
 
 
+def _bucket(n: int) -> int:
+    """``n`` rounded up to a power of two."""
+    return 1 << max(0, n - 1).bit_length()
+
+
 def candidates(dtype: D.DType, precision: str, capability: tuple, tma: bool, M: int, N: int, K: int) -> list[Config]:
     """The configs to time for a problem. Tiles larger than the problem are shrunk to it (a
     power of two, at least 16: tl.dot's minimum), fewer warps for small tiles, duplicates
@@ -110,7 +115,7 @@ def candidates(dtype: D.DType, precision: str, capability: tuple, tma: bool, M: 
         table = _HOPPER_TF32 if hopper else _AMPERE_TF32
     else:
         table = _HOPPER_HALF if hopper else _AMPERE_HALF
-    fit = lambda block, n: min(block, max(16, 1 << max(0, n - 1).bit_length()))
+    fit = lambda block, n: min(block, max(16, _bucket(n)))
     out = []
     for c in table:
         if c.kernel == "tma" and not tma:
@@ -167,37 +172,37 @@ def _layout(s_rows: int, s_cols: int, rows: int, cols: int) -> str:
     return "s"
 
 
+def _tma_readable(s_inner: int, s_outer: int, inner: int, unit: int) -> bool:
+    """Whether TMA can read a matrix stored as lines of ``inner`` elements: unit stride along a
+    line, lines 16 bytes (``unit`` elements) apart and not overlapping."""
+    return s_inner == 1 and s_outer % unit == 0 and s_outer >= inner
+
+
 def _tma_strides(plan: _Plan, a: Tensor, b: Tensor, out: Tensor, capability: tuple):
     """(stride_a, A_K_MAJOR, stride_b, B_K_MAJOR) for ``matmul_kernel_tma``, or None where it
     does not apply: before sm90, float64 (no wgmma), a batch (the kernel takes 2-D
-    operands), K == 0, or a layout TMA cannot read (no unit stride, rows not 16-byte aligned,
-    rows overlapping)."""
+    operands), K == 0, or a layout TMA cannot read (see ``_tma_readable``; data pointers must
+    be 16-byte aligned too)."""
     if capability[0] < 9 or a.dtype is D.float64 or plan.outer or plan.batch != (1, 1) or plan.K == 0:
         return None
     M, N, K = plan.M, plan.N, plan.K
     unit = 16 // a.dtype.itemsize
-    if any(t.data_ptr() % 16 for t in (a, b, out)):
-        return None
     (sam, sak), (sbk, sbn), (scm, scn) = plan.a[2], plan.b[2], plan.c[2]
-    if scn != 1 or scm % unit or scm < N:
+    if any(t.data_ptr() % 16 for t in (a, b, out)) or not _tma_readable(scn, scm, N, unit):
         return None
-    if sak == 1 and sam % unit == 0 and sam >= K:
+    if _tma_readable(sak, sam, K, unit):
         a_desc = (sam, True)
-    elif sam == 1 and sak % unit == 0 and sak >= M:
+    elif _tma_readable(sam, sak, M, unit):
         a_desc = (sak, False)
     else:
         return None
-    if sbn == 1 and sbk % unit == 0 and sbk >= N:
+    if _tma_readable(sbn, sbk, N, unit):
         b_desc = (sbk, False)
-    elif sbk == 1 and sbn % unit == 0 and sbn >= K:
+    elif _tma_readable(sbk, sbn, K, unit):
         b_desc = (sbn, True)
     else:
         return None
     return a_desc + b_desc
-
-
-def _bucket(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
 
 
 def _batch(plan: _Plan) -> int:
@@ -374,6 +379,7 @@ TUNE_MIN_WORK = 1 << 24             # multiply-adds (256^3) below which a produc
 
 def _choose(name: str, capability: tuple, key: str, plan: _Plan, tma, a: Tensor, b: Tensor, out: Tensor,
             precision: str) -> Config:
+    """The config for a new key: the smallest candidate for a small product, else tuned."""
     configs = candidates(out.dtype, precision, capability, tma is not None, plan.M, plan.N, plan.K)
     if _batch(plan) * plan.M * plan.N * plan.K < TUNE_MIN_WORK:
         return configs[-1]              # the smallest tile: most programs for a small output
