@@ -72,13 +72,14 @@ def _configs(kind, tiles, stages_warps):
 # Candidates per (dtype family, GPU generation). Tile sizes from the Triton tutorials
 # (03 matmul, 09 persistent matmul) and what they tune to on H100/A100: 128x256 / 256x128
 # tiles with 8 warps feed Hopper's wgmma best for big products; 64-wide tiles keep all SMs
-# busy when M or N is small; float32 takes half the K depth (4-byte elements, same shared
-# memory per stage).
+# busy when M or N is small (64 x 32 tiles, deep in K, when M is so small that the product
+# is a read of B: e.g. 64 x 4096 x 4096); float32 takes half the K depth (4-byte elements,
+# same shared memory per stage).
 _HOPPER_HALF = (
     _configs("tma", [(128, 256, 64), (128, 256, 64, True), (256, 128, 64), (128, 128, 64), (64, 128, 64)],
              [(3, 8), (4, 8), (3, 8), (4, 8), (4, 4)])
-    + _configs("ptr", [(128, 256, 64), (256, 128, 64), (128, 128, 64), (64, 128, 64), (64, 64, 64)],
-               [(3, 8), (3, 8), (4, 4), (4, 4), (4, 4)]))
+    + _configs("ptr", [(128, 256, 64), (256, 128, 64), (128, 128, 64), (64, 128, 64), (64, 32, 128), (64, 64, 64)],
+               [(3, 8), (3, 8), (4, 4), (4, 4), (4, 4), (4, 4)]))
 _HOPPER_TF32 = (
     _configs("tma", [(128, 256, 32, True), (128, 128, 32), (128, 128, 32), (64, 128, 32)],
              [(3, 8), (4, 8), (4, 4), (4, 4)])
