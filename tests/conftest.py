@@ -18,8 +18,21 @@ os.environ.setdefault("TENSORKIT_INTERPRET", "1")
 # proves tensorkit's GPU path (its own Triton driver included) never needs it. Tests that use
 # torch as a reference skip themselves through their `importorskip` / `torch is None` guards.
 if os.environ.get("TENSORKIT_BLOCK_TORCH") == "1":
+    import importlib.abc
     import sys
-    sys.modules["torch"] = None
+
+    class _BlockTorch(importlib.abc.MetaPathFinder):
+        """``import torch`` raises ImportError. (A ``None`` in ``sys.modules`` would do that too,
+        but libraries that look for an already-imported torch there, e.g. scipy's array API
+        layer, then find a 'torch' entry and fail on it.)"""
+
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError(f"{name} is blocked (TENSORKIT_BLOCK_TORCH=1): tensorkit must not need it")
+            return None
+
+    sys.modules.pop("torch", None)
+    sys.meta_path.insert(0, _BlockTorch())
 
 try:
     from hypothesis import settings
