@@ -28,7 +28,7 @@ if os.environ.get("TENSORKIT_BLOCK_TORCH") == "1":
 
         def find_spec(self, name, path=None, target=None):
             if name == "torch" or name.startswith("torch."):
-                raise ImportError(f"{name} is blocked (TENSORKIT_BLOCK_TORCH=1): tensorkit must not need it")
+                raise ModuleNotFoundError(f"{name} is blocked (TENSORKIT_BLOCK_TORCH=1): tensorkit must not need it")
             return None
 
     sys.modules.pop("torch", None)
