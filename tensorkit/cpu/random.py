@@ -30,7 +30,10 @@ def uniform_(out: Tensor, low: float, high: float, generator) -> None:
         # multiples of 2**-digits (as PyTorch): rounding a float32 sample could give exactly 1
         digits = 11 if out.dtype is D.float16 else 8
         u = np.floor(u * 2.0 ** digits) * 2.0 ** -digits
-    out._np()[...] = low + (high - low) * u.astype(np.float64)
+    v = np.asarray(low + (high - low) * np.asarray(u, np.float64)).astype(out.dtype.numpy)   # 0-d too
+    # a value that rounded to high (or past it) becomes low, as in PyTorch and on cuda: [low, high)
+    v[v.astype(_sample_dtype(out.dtype)) >= _sample_dtype(out.dtype)(high)] = low
+    out._np()[...] = v
 
 
 @_dispatch.register("normal_", "cpu", D.FLOAT_DTYPES)
