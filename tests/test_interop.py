@@ -390,45 +390,58 @@ def test_numba_consumes_cuda_array_interface():
     assert t.cpu().tolist() == [[5.0] * 4] * 3
 
 
-def _strided_memory_view():
+def _view_dlpack():
+    """cuda.core's DLPack consumer: ``StridedMemoryView.from_dlpack(obj, stream_ptr)`` (older
+    cuda.core: the constructor, which newer ones deprecate for DLPack objects)."""
     try:
         from cuda.core.utils import StridedMemoryView
-        return StridedMemoryView
     except ImportError:
         pytest.skip("cuda.core has no StridedMemoryView")
+    return getattr(StridedMemoryView, "from_dlpack", StridedMemoryView)
 
 
 @real_gpu
 @pytest.mark.parametrize("dtype", [tk.float32, tk.bfloat16, tk.int8], ids=str)
 def test_cuda_core_views_our_dlpack_export(dtype):
-    SMV = _strided_memory_view()
+    view = _view_dlpack()
     t = tk.arange(12, device="cuda").reshape(3, 4).to(dtype)
     for x in (t, t.T, t[1:, ::2]):
-        v = SMV(x, -1)
+        v = view(x, -1)
         assert v.ptr == x.data_ptr() and v.device_id == 0 and v.is_device_accessible
         assert v.shape == tuple(x.shape) and v.dtype == x.dtype.numpy
         assert v.strides in ((None, tuple(x.stride())) if x.is_contiguous() else (tuple(x.stride()),))
     s = tk.cuda.Stream()
-    v = SMV(t, s.cuda_stream)                   # ordered after our stream's work, via an event
+    v = view(t, s.cuda_stream)                  # s waits for our stream's work (an event, device-side)
     assert v.ptr == t.data_ptr()
+    with tk.cuda.stream(s):                     # the other way: our stream is s, the consumer's the
+        v = view(t + 1, 1)                      # legacy default stream (DLPack's 1)
+    s.synchronize()
+    assert v.shape == (3, 4)
 
 
 @real_gpu
 def test_cuda_import_keeps_memory_alive():
-    tk.cuda.synchronize()
-    before = tk.cuda.memory_allocated()
     x = tk.zeros(1024, device="cuda")
+    alive = weakref.ref(x._storage)
     y = tk.from_dlpack(x)
     assert isinstance(y._storage.data, _dlpack.ForeignDeviceArray) and y.data_ptr() == x.data_ptr()
     y.fill_(3.0)
     assert x.cpu().tolist() == [3.0] * 1024
+    # memory_allocated counts every live tensor of the process (garbage of earlier tests too, until
+    # a collection): compare counts taken right after collections, around one event each
+    gc.collect()
+    held = tk.cuda.memory_allocated()
     del x
     gc.collect()
-    assert tk.cuda.memory_allocated() == before + 4096      # still held for y
+    assert alive() is not None, "the producer's storage died while an imported tensor still uses it"
+    assert tk.cuda.memory_allocated() == held, "x's memory was released while y still uses it"
     assert (y * 2).cpu().tolist() == [6.0] * 1024
+    gc.collect()
+    held = tk.cuda.memory_allocated()
     del y
     gc.collect()
-    assert tk.cuda.memory_allocated() == before
+    assert alive() is None, "the producer's storage outlived the last imported tensor"
+    assert tk.cuda.memory_allocated() == held - 4096
 
 
 @real_gpu
@@ -444,7 +457,8 @@ def test_cuda_tensorkit_roundtrip(dtype):
     assert u.cpu().tolist() == [[True if dtype is tk.bool else 1] * 3] * 4
     assert tk.from_dlpack(tk.zeros((), device="cuda")).shape == ()
     assert tk.from_dlpack(tk.zeros(0, 3, device="cuda")).shape == (0, 3)
-    h = np.from_dlpack(tk.tensor([1.0, 2.0], device="cuda").__dlpack__(dl_device=(1, 0)))
+    capsule = tk.tensor([1.0, 2.0], device="cuda").__dlpack__(dl_device=(1, 0))   # a host copy
+    h = np.from_dlpack(_dlpack._Capsule(capsule, (1, 0)))       # numpy takes objects, not bare capsules
     assert h.tolist() == [1.0, 2.0]
     with pytest.raises(BufferError, match="copy=False"):
         t.__dlpack__(dl_device=(1, 0), copy=False)

@@ -451,9 +451,10 @@ def _dlpack_stream(index: int) -> int:
 def _wait_for_current(index: int, handle: int) -> None:
     """Make the stream with raw handle ``handle`` (1: legacy default, 2: per-thread default) wait
     for the work queued so far on device ``index``'s current stream, without blocking the host."""
-    if EMULATED or handle == _dlpack_stream(index):
+    producer = _dlpack_stream(index)
+    if EMULATED or handle == producer:
         return
-    _rt().wait_for(handle, current_stream(index)._impl, index)
+    _rt().wait_for(handle, producer, index)
 
 
 _storage.PINNED.update(allocate=_pinned_allocate, is_pinned=_is_pinned)

@@ -283,11 +283,29 @@ def zero_(storage: _storage.Storage) -> None:
         _check(_drv.cuMemsetD8Async(arr.ptr, 0, arr.nbytes, _stream(arr.device_index).handle), "cuMemsetD8Async")
 
 
-def wait_for(handle: int, stream, index: int) -> None:
-    """Make raw stream ``handle`` wait, on the device, for the work queued so far on cuda.core
-    ``stream`` (a DLPack / CUDA-array-interface consumer's stream waiting for our data)."""
-    make_current(index)
-    _check(_drv.cuStreamWaitEvent(_drv.CUstream(handle), stream.record().handle, 0), "cuStreamWaitEvent")
+def wait_for(consumer: int, producer: int, index: int) -> None:
+    """Make stream ``consumer`` wait, on the device, for the work queued so far on stream
+    ``producer`` (raw CUstream handles of device ``index``; 1 is the legacy default stream): a
+    DLPack consumer's stream ordered after our writes. The host does not wait.
+
+    The event is a raw one, created, recorded, waited on and destroyed here. (A cuda.core Event
+    dies with its Python object and ``Event.handle`` does not keep it alive, so
+    ``cuStreamWaitEvent(s, stream.record().handle, 0)`` waits on a destroyed event:
+    CUDA_ERROR_CONTEXT_IS_DESTROYED.) Destroying it once the wait is queued is allowed: the
+    driver releases it when the wait is done, and the wait still happens.
+    """
+    # The legacy default stream (1) is the *current* context's, and the event must be recorded in
+    # the producer's context: make the device's primary context current for certain, whatever
+    # make_current's per-thread cache says (the consumer's library may have switched contexts).
+    _cc.Device(index).set_current()
+    _tls.ctx = index
+    event = _check(_drv.cuEventCreate(_drv.CUevent_flags.CU_EVENT_DISABLE_TIMING), "cuEventCreate")
+    try:
+        _check(_drv.cuEventRecord(event, producer), "cuEventRecord")
+        _check(_drv.cuStreamWaitEvent(consumer, event, 0), "cuStreamWaitEvent")
+    finally:
+        (err,) = _drv.cuEventDestroy(event)
+    _check((err,), "cuEventDestroy")
 
 
 # ---- page-locked host memory ------------------------------------------------------------------
