@@ -50,7 +50,7 @@ def _signature(args: tuple) -> tuple:
     dtype and 16-byte alignment; integer width class, == 1 and divisibility by 16."""
     sig, raw = [], []
     for a in args:
-        if isinstance(a, Tensor):
+        if type(a) is Tensor or isinstance(a, Tensor):
             p = a.data_ptr()
             sig.append((a.dtype, p & 15 == 0))
             raw.append(p)
@@ -73,11 +73,16 @@ def _hooked(hook) -> bool:
     return hook is not None and bool(getattr(hook, "calls", True))
 
 
+_NO_OPTIONS: dict = {}
+_thread_id = threading.get_ident
+
+
 def launch(fn, grid: tuple, *args, options: dict | None = None, **constexprs) -> None:
     """``fn[grid](*args, **constexprs, **options)`` on the current device and stream. ``args``
     are the kernel's leading parameters, ``constexprs`` all the rest, by name; ``options``
     Triton's compile options (``num_warps``, ``num_stages``)."""
-    options = options or {}
+    if options is None:
+        options = _NO_OPTIONS
     if cuda.EMULATED:
         fn[grid](*args, **constexprs, **options)
         return
@@ -85,7 +90,7 @@ def launch(fn, grid: tuple, *args, options: dict | None = None, **constexprs) ->
     sig, raw = _signature(args)
     device = cuda._current
     # per thread: Triton's own path (taken first in each thread) makes the device's context current
-    key = (fn, threading.get_ident(), device, sig, tuple(constexprs.values()), tuple(options.items()))
+    key = (fn, _thread_id(), device, sig, tuple(constexprs.values()), tuple(options.items()) if options else ())
     kernel = _compiled.get(key) if sig is not None else None
     if kernel is None or _hooked(_knobs.launch_enter_hook) or _hooked(_knobs.launch_exit_hook):
         prepare()
