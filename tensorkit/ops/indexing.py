@@ -14,9 +14,10 @@ view (ints, slices, None: no copy) followed by ``index`` when tensors, lists or 
 ``gather``/``scatter`` index every dim, ``arange`` broadcast along the others; ``masked_*``,
 ``take``, ``index_select``/``index_add``/``index_fill``/``index_copy`` likewise.
 
-Index bounds are checked on the host (``_host()`` reads the index tensor) before any kernel
-runs, so a bad index raises IndexError and leaves the destination unchanged. Nothing here
-touches numpy arrays of tensor data: kernels (``cpu/indexing.py``) do.
+A bad index raises IndexError and leaves the destination unchanged (``_run_checked``): on
+the CPU the host checks the index tensors before the kernel runs; device kernels check
+each index as they read it (a host check would copy every index tensor off the device).
+Nothing here touches numpy arrays of tensor data: kernels (``cpu/indexing.py``) do.
 """
 from __future__ import annotations
 
@@ -98,9 +99,9 @@ def _per_dim(input: Tensor, indices, op: str) -> list:
 
 
 def _index_meta(input: Tensor, indices: list) -> tuple:
-    """(dims indexed, the shape of ``input[indices]``) with bounds checked. PyTorch's (and
-    numpy's) rule: adjacent index tensors replace their dims in place, otherwise the broadcast
-    index dims go first."""
+    """(dims indexed, the shape of ``input[indices]``); bounds are checked when the kernel runs
+    (``_run_checked``). PyTorch's (and numpy's) rule: adjacent index tensors replace their dims
+    in place, otherwise the broadcast index dims go first."""
     dims = [d for d, t in enumerate(indices) if t is not None]
     if not dims:
         return dims, tuple(input.shape)
@@ -109,29 +110,52 @@ def _index_meta(input: Tensor, indices: list) -> tuple:
     except RuntimeError:
         raise IndexError("shape mismatch: indexing tensors could not be broadcast together with shapes "
                          + ", ".join(str(list(indices[d].shape)) for d in dims)) from None
-    if 0 not in bshape:        # no element is read when the indices broadcast to nothing (PyTorch, numpy)
-        for d in dims:
-            _check_bounds(indices[d], input.shape[d], d)
     if dims == list(range(dims[0], dims[-1] + 1)):
         return dims, tuple(input.shape[:dims[0]]) + bshape + tuple(input.shape[dims[-1] + 1:])
     return dims, bshape + tuple(input.shape[d] for d in range(input.ndim) if d not in dims)
 
 
+def _run_checked(op: str, input: Tensor, indices: list, dims: list, negative: bool, *args) -> None:
+    """Run the ``index``/``index_put`` kernel on ``input, indices, *args`` with the indices'
+    bounds checked: an index outside [-size, size) (or [0, size) when not ``negative``)
+    raises ``_check_bounds``'s IndexError and nothing is written. Unchecked when the indices
+    broadcast to nothing (no element is read, as in PyTorch and numpy).
+
+    On the CPU the host checks the index tensors before the kernel runs. On a device that
+    would copy every index tensor to the host, so its kernels take ``negative``, check each
+    index as they read it (out-of-range lanes touch no memory; index_put checks them all
+    before writing) and return whether one was out of range; only then does the host read
+    the indices, to raise the same error."""
+    checks = [(indices[d], input.shape[d], d, negative) for d in dims] \
+        if all(indices[d].numel() for d in dims) else []
+    kernel = _dispatch.lookup(op, input.device.type, input.dtype)
+    if input.device.type == "cpu":
+        for c in checks:
+            _check_bounds(*c)
+        kernel(input, indices, *args)
+    elif kernel(input, indices, *args, negative=negative):
+        for c in checks:
+            _check_bounds(*c)
+        raise RuntimeError(f"{op}: the {input.device} kernel reported an index out of range, but the host "
+                           f"check found none")
+
+
 # ---- primitives ----------------------------------------------------------------------------------
-def index(input: Tensor, indices) -> Tensor:
+def index(input: Tensor, indices, *, _negative: bool = True) -> Tensor:
     """``input[indices]`` for PyTorch's index list: per leading dim None (all of it), an
-    int32/int64 tensor, or a bool mask (consuming as many dims as it has). A copy."""
+    int32/int64 tensor, or a bool mask (consuming as many dims as it has). A copy.
+    (``_negative=False``: negative indices are out of range, for gather / index_select.)"""
     indices = _per_dim(input, indices, "index")
     dims, shape = _index_meta(input, indices)
     out = empty(shape, dtype=input.dtype, device=input.device)
-    _dispatch.lookup("index", input.device.type, input.dtype)(input, indices, out)
+    _run_checked("index", input, indices, dims, _negative, out)
     if _dispatch.observers:
         _dispatch.notify("index", (input, *[indices[d] for d in dims]), (out,), {"dims": tuple(dims)})
     return out
 
 
 def index_put_(input: Tensor, indices, values: Tensor, accumulate: bool = False, *, _reduce=None,
-               _include_self: bool = True) -> Tensor:
+               _include_self: bool = True, _negative: bool = True) -> Tensor:
     """Write ``values`` (broadcast to the shape of ``input[indices]``) at ``input[indices]``,
     in place; with ``accumulate=True`` add them instead, duplicates adding up. Without it,
     duplicate indices keep one of their values (which one is unspecified, as in PyTorch).
@@ -158,9 +182,9 @@ def index_put_(input: Tensor, indices, values: Tensor, accumulate: bool = False,
         values = values.to(input.device)
     if values._storage is input._storage:     # x[i] = x[j]: read everything before writing
         values = clone(values)
+    indices = [clone(i) if i is not None and i._storage is input._storage else i for i in indices]   # x[x] = v
+    _run_checked("index_put", input, indices, dims, _negative, expand(values, shape), reduce, _include_self)
     input._bump_version()
-    _dispatch.lookup("index_put", input.device.type, input.dtype)(
-        input, indices, expand(values, shape), reduce, _include_self)
     if _dispatch.observers:
         _dispatch.notify("index_put", (input, values, *[indices[d] for d in dims]), (input,),
                          {"dims": tuple(dims), "reduce": reduce, "include_self": _include_self})
@@ -331,7 +355,8 @@ def _atleast_1d(t: Tensor) -> Tensor:
 
 
 def _gather_check(input: Tensor, dim: int, index: Tensor, op: str, src: Tensor | None = None) -> int:
-    """PyTorch's shape rule for gather/scatter (0-d tensors count as 1-D); returns the dim."""
+    """PyTorch's shape rule for gather/scatter (0-d tensors count as 1-D); returns the dim.
+    (Bounds: the index must lie in [0, size), checked by the primitive: ``_negative=False``.)"""
     _check_index_dtype(index, op)
     d = _wrap_dim(dim, input.ndim, op)
     if index.numel() == 0:
@@ -351,7 +376,6 @@ def _gather_check(input: Tensor, dim: int, index: Tensor, op: str, src: Tensor |
                                              for k in range(len(ishape))):
             raise RuntimeError(f"Expected index {list(index.shape)} to be no larger than self {list(input.shape)} "
                                f"apart from dimension {d} and to be no larger size than src {list(src.shape)}")
-    _check_bounds(index, sshape[d], d, negative=False)
     return d
 
 
@@ -369,7 +393,7 @@ def gather(input: Tensor, dim: int, index: Tensor, *, sparse_grad: bool = False)
     if index.numel() == 0:
         return empty(index.shape, dtype=input.dtype, device=input.device)
     x, i = _atleast_1d(input), _atleast_1d(index)
-    return _index(x, _dim_indices(x, d, i)).reshape(index.shape)
+    return _index(x, _dim_indices(x, d, i), _negative=False).reshape(index.shape)
 
 
 def scatter_reduce_(input: Tensor, dim: int, index: Tensor, src: Tensor, reduce: str, *,
@@ -392,7 +416,7 @@ def _scatter(input, dim, index, src, reduce, include_self, op) -> Tensor:
         return input
     x, i = _atleast_1d(input), _atleast_1d(index)
     src = _atleast_1d(src)[tuple(slice(0, n) for n in i.shape)]
-    index_put_(x, _dim_indices(x, d, i), src, _reduce=reduce, _include_self=include_self)
+    index_put_(x, _dim_indices(x, d, i), src, _reduce=reduce, _include_self=include_self, _negative=False)
     return input
 
 
@@ -436,15 +460,14 @@ def scatter_add(input: Tensor, dim: int, index: Tensor, src: Tensor) -> Tensor:
     return scatter_add_(clone(input), dim, index, src)
 
 
-def _vector_index(input: Tensor, dim: int, index: Tensor, op: str, negative: bool = False) -> tuple:
-    """(dim, index as 1-D) for the index_* family: a vector (or scalar) of in-range indices."""
+def _vector_index(input: Tensor, dim: int, index: Tensor, op: str) -> tuple:
+    """(dim, index as 1-D) for the index_* family: a vector (or scalar) of indices (their
+    bounds are checked by the primitive they go to)."""
     _check_index_dtype(index, op)
     if index.ndim > 1:
         raise IndexError(f"{op}(): Index is supposed to be a vector, but got a tensor of shape {list(index.shape)}")
     d = _wrap_dim(dim, input.ndim, op)
-    index = index.reshape(-1)
-    _check_bounds(index, input.shape[d] if input.ndim else 1, d, negative)
-    return d, index
+    return d, index.reshape(-1)
 
 
 def index_select(input: Tensor, dim: int, index: Tensor) -> Tensor:
@@ -458,8 +481,8 @@ def index_select(input: Tensor, dim: int, index: Tensor) -> Tensor:
     """
     d, index = _vector_index(input, dim, index, "index_select")
     if input.ndim == 0:
-        return _index(input.reshape(1), [index]).reshape(())
-    return _index(input, [None] * d + [index])
+        return _index(input.reshape(1), [index], _negative=False).reshape(())
+    return _index(input, [None] * d + [index], _negative=False)
 
 
 def _source_check(input: Tensor, d: int, index: Tensor, source: Tensor, op: str) -> None:
@@ -483,7 +506,7 @@ def index_add_(input: Tensor, dim: int, index: Tensor, source: Tensor, *, alpha=
         source = P.mul(source, alpha).to(input.dtype)
     target = input.reshape(1) if input.ndim == 0 else input
     index_put_(target, [None] * d + [index], source.reshape(target.shape[:d] + (-1,) + target.shape[d + 1:]),
-               accumulate=True)
+               accumulate=True, _negative=False)
     return input
 
 
@@ -497,7 +520,8 @@ def index_copy_(input: Tensor, dim: int, index: Tensor, source: Tensor) -> Tenso
     d, index = _vector_index(input, dim, index, "index_copy_")
     _source_check(input, d, index, source, "index_copy_")
     target = input.reshape(1) if input.ndim == 0 else input
-    index_put_(target, [None] * d + [index], source.reshape(target.shape[:d] + (-1,) + target.shape[d + 1:]))
+    index_put_(target, [None] * d + [index], source.reshape(target.shape[:d] + (-1,) + target.shape[d + 1:]),
+               _negative=False)
     return input
 
 
@@ -518,7 +542,7 @@ def _fill_value(input: Tensor, value, op: str) -> Tensor:
 
 def index_fill_(input: Tensor, dim: int, index: Tensor, value) -> Tensor:
     """``self[:, index] = value`` (for ``dim=1``), in place; negative indices count from the end."""
-    d, index = _vector_index(input, dim, index, "index_fill_", negative=True)
+    d, index = _vector_index(input, dim, index, "index_fill_")
     value = _fill_value(input, value, "index_fill_")
     index_put_(input.reshape(1) if input.ndim == 0 else input, [None] * d + [index], value.to(device=input.device))
     return input
