@@ -118,10 +118,7 @@ def test_bmm_and_batched_transposed():
                          ids=["dot", "vec@mat", "mat@vec", "vec@batch", "batch@vec"])
 def test_one_dimensional_operands(shapes):
     a, b = _rand(shapes[0], D.float32, 14), _rand(shapes[1], D.float32, 15)
-    out = _mm(a, b)
-    ref = _ref(a, b)
-    assert tuple(out.shape) == ref.shape
-    np.testing.assert_allclose(out.cpu().numpy(), ref, rtol=1e-6, atol=1e-6)
+    _check(_mm(a, b), a, b)
 
 
 def test_linalg_composites_on_cuda():
@@ -223,6 +220,16 @@ def test_float32_precision_reaches_the_kernel(setting, monkeypatch):
 def test_float32_default_is_tight():
     a, b = _rand((33, 70), D.float32, 21), _rand((70, 18), D.float32, 22)
     _check(_mm(a, b), a, b)             # the float32 bound: K * 2**-24 relative; TF32 would miss it by far
+
+
+def test_tf32_accuracy():
+    a, b = _rand((40, 96), D.float32, 27), _rand((96, 36), D.float32, 28)
+    try:
+        tk.set_float32_matmul_precision("high")
+        out = _mm(a, b)
+    finally:
+        tk.set_float32_matmul_precision("highest")
+    _check(out, a, b, tf32=True)        # inputs cut to 10 mantissa bits, sums still in float32
 
 
 # ---- both kernels on multi-tile grids (forced configs) ------------------------------------------------------------------------
