@@ -59,13 +59,14 @@ MAX_COLS = 1024       # columns per tile; wider rows take several programs
 CHECK_BLOCK = 1024    # index elements per program of the bounds check
 NONZERO_BLOCK = 4096  # elements per program of nonzero's count and fill (8 warps)
 SCAN_BLOCK = 4096     # block counts per step of nonzero's one-program scan: 2**30 elements take 64 steps
+_EIGHT_WARPS = {"num_warps": 8}
 
 # Work dtype of the reductions: where Triton has no atomics for the dtype, a staging buffer of this one.
 _WORK = {D.float16: D.float32, D.bfloat16: D.float32, D.bool_: D.int32, D.uint8: D.int32, D.int8: D.int32,
          D.int16: D.int32}
 _OPS = {None: 0, "sum": 1, "mean": 1, "prod": 2, "amax": 3, "amin": 4}       # src.STORE, ADD, MUL, MAX, MIN
 _BOOL_OPS = {"sum": 3, "mean": 3, "prod": 4}                                # or = max, and = min on 0/1
-_INIT, _COMBINE, _FINISH = 0, 1, 2
+_INIT, _COMBINE, _FINISH = 0, 1, 2         # src.INIT, COMBINE, FINISH (src imports Triton: not at import time)
 
 _src = None
 
@@ -84,6 +85,8 @@ def _pow2(n: int) -> int:
 
 
 def _identity(op: int, dtype: D.DType):
+    """The identity of combine op ``op`` (``_OPS``) in ``dtype``: where touched elements start
+    when ``include_self=False``."""
     if op in (0, 1):
         return 0
     if op == 2:
@@ -194,7 +197,7 @@ def index(input: Tensor, indices: list, out: Tensor, negative: bool = True) -> b
     else:
         launch(_kernels().index_kernel, lay.grid, pointer(out), pointer(input), *lay.args(), pointer(flag),
                NEGATIVE=negative, COL_INDEXED=lay.col_indexed, BLOCK_R=lay.block_r, BLOCK_C=lay.block_c,
-               num_warps=lay.num_warps)
+               options={"num_warps": lay.num_warps})
     return _read_flag(flag)
 
 
@@ -237,7 +240,7 @@ def _scatter(input: Tensor, values: Tensor, lay: _Layout, reduce, include_self: 
         launch(fn, lay.grid, pointer(input), pointer(values), pointer(stage), pointer(count), *lay.args(),
                _identity(op, work), pointer(flag), STEP=step, OP=op, INCLUDE_SELF=include_self,
                COUNT=reduce == "mean", COL_INDEXED=lay.col_indexed, BLOCK_R=lay.block_r, BLOCK_C=lay.block_c,
-               num_warps=lay.num_warps)
+               options={"num_warps": lay.num_warps})
 
 
 # ---- nonzero ----------------------------------------------------------------------------------------------
@@ -249,8 +252,8 @@ def _block_starts(input: Tensor) -> Tensor:
     blocks = -(-n // NONZERO_BLOCK)
     starts = new_tensor((blocks + 1,), D.int64, input.device)
     launch(k.nonzero_count_kernel, (blocks,), pointer(input), n, *_coalesced(input), pointer(starts),
-           BLOCK=NONZERO_BLOCK, num_warps=8)
-    launch(k.exclusive_scan_kernel, (1,), pointer(starts), blocks, BLOCK=SCAN_BLOCK, num_warps=8)
+           BLOCK=NONZERO_BLOCK, options=_EIGHT_WARPS)
+    launch(k.exclusive_scan_kernel, (1,), pointer(starts), blocks, BLOCK=SCAN_BLOCK, options=_EIGHT_WARPS)
     return starts
 
 
@@ -274,5 +277,5 @@ def nonzero(input: Tensor, out):
     if out.numel():                  # (a 0-d input has no coordinates to write)
         n = input.numel()
         launch(_kernels().nonzero_fill_kernel, (-(-n // NONZERO_BLOCK),), pointer(input), n, tuple(input._shape),
-               *_coalesced(input), pointer(starts), pointer(out), BLOCK=NONZERO_BLOCK, num_warps=8)
+               *_coalesced(input), pointer(starts), pointer(out), BLOCK=NONZERO_BLOCK, options=_EIGHT_WARPS)
     return None
