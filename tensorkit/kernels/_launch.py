@@ -62,6 +62,12 @@ def _signature(args: tuple) -> tuple:
         elif type(a) is float or type(a) is bool or a is None:
             sig.append((type(a), a) if type(a) is bool or a is None else float)
             raw.append(a)
+        elif type(a) is tuple:                  # Triton specializes each element; the launcher nests
+            inner, values = _signature(a)
+            if inner is None:
+                return None, None
+            sig.append((tuple, inner))
+            raw.append(tuple(values))
         else:
             return None, None                  # something else: Triton's own path decides
     return tuple(sig), raw
