@@ -41,16 +41,12 @@ def _tile(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 
 
 @triton.jit
-def _cast(acc, dtype: tl.constexpr, INTERPRETER_BF16: tl.constexpr):
-    """The accumulator rounded to the output dtype (to nearest even)."""
-    if INTERPRETER_BF16:
-        # round the float32 bits: add just under half a bfloat16 ulp, plus one if the kept part is odd
-        bits = acc.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-        out = bits.to(tl.uint16).to(tl.bfloat16, bitcast=True)
-    else:
-        out = acc.to(dtype)
-    return out
+def _round_bf16(x):
+    """float32 -> bfloat16 rounded to nearest even, in integer ops (for the interpreter, see
+    the module docstring): add just under half a bfloat16 ulp, plus one if the kept part is odd."""
+    bits = x.to(tl.uint32, bitcast=True)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return bits.to(tl.uint16).to(tl.bfloat16, bitcast=True)
 
 
 @triton.jit
@@ -110,7 +106,8 @@ def matmul_kernel(
         rows = rows.to(tl.int64)
         cols = cols.to(tl.int64)
     c_ptrs = c_ptr + rows[:, None] * stride_cm + cols[None, :] * stride_cn
-    tl.store(c_ptrs, _cast(acc, c_ptr.dtype.element_ty, INTERPRETER_BF16), mask=(rows[:, None] < M) & (cols[None, :] < N))
+    c = _round_bf16(acc) if INTERPRETER_BF16 else acc.to(c_ptr.dtype.element_ty)
+    tl.store(c_ptrs, c, mask=(rows[:, None] < M) & (cols[None, :] < N))
 
 
 @triton.jit
@@ -176,7 +173,8 @@ def matmul_kernel_tma(
         if SPLIT_STORE:
             halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
             c0, c1 = tl.split(halves)
-            c_desc.store([off_m, off_n], _cast(c0, c_ptr.dtype.element_ty, INTERPRETER_BF16))
-            c_desc.store([off_m, off_n + BLOCK_N // 2], _cast(c1, c_ptr.dtype.element_ty, INTERPRETER_BF16))
+            c_desc.store([off_m, off_n], _round_bf16(c0) if INTERPRETER_BF16 else c0.to(c_ptr.dtype.element_ty))
+            c_desc.store([off_m, off_n + BLOCK_N // 2],
+                         _round_bf16(c1) if INTERPRETER_BF16 else c1.to(c_ptr.dtype.element_ty))
         else:
-            c_desc.store([off_m, off_n], _cast(acc, c_ptr.dtype.element_ty, INTERPRETER_BF16))
+            c_desc.store([off_m, off_n], _round_bf16(acc) if INTERPRETER_BF16 else acc.to(c_ptr.dtype.element_ty))
