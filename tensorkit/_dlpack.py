@@ -35,7 +35,7 @@ import numpy as np
 
 from . import cuda as _cuda
 from . import dtypes as D
-from ._storage import Storage
+from ._storage import DeviceMemory, Storage
 from ._tensor import Tensor, contiguous_strides
 from .device import CPU, device as Device
 
@@ -207,33 +207,16 @@ class _Owner:
             deleter(self.address)
 
 
-class ForeignDeviceArray:
-    """CUDA memory owned by another library, imported through DLPack: what a cuda Storage's
-    ``data`` holds for it, with the attributes of ``tensorkit.cuda._runtime.DeviceArray``. It is not
-    part of tensorkit's memory pool or statistics; when the last tensor over it dies, the producer's
+class ForeignDeviceArray(DeviceMemory):
+    """CUDA memory owned by another library, imported through DLPack. It is not part of
+    tensorkit's memory pool or statistics; when the last tensor over it dies, the producer's
     deleter runs (the producer frees it, ordered as it orders its own frees)."""
 
-    __slots__ = ("ptr", "dtype", "shape", "device_index", "_owner")
-    ndim = 1
+    __slots__ = ("_owner",)
 
     def __init__(self, ptr: int, numel: int, dtype: np.dtype, device_index: int, owner: _Owner):
         self.ptr, self.dtype, self.shape = ptr, dtype, (numel,)
         self.device_index, self._owner = device_index, owner
-
-    itemsize = property(lambda self: self.dtype.itemsize)
-    size = property(lambda self: self.shape[0])
-    nbytes = property(lambda self: self.shape[0] * self.dtype.itemsize)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __repr__(self) -> str:
-        return f"ForeignDeviceArray({self.size} x {self.dtype} at 0x{self.ptr:x} on cuda:{self.device_index})"
-
-    @property
-    def __cuda_array_interface__(self) -> dict:
-        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "version": 3,
-                "strides": None}
 
 
 def from_dlpack(ext_tensor, *, device=None, copy: bool | None = None) -> Tensor:

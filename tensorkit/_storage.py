@@ -35,6 +35,31 @@ class Storage:
         return data.ctypes.data if isinstance(data, np.ndarray) else data.ptr
 
 
+class DeviceMemory:
+    """A flat array of one dtype in device memory, as a device Storage's ``data``: numpy's
+    ``dtype`` / ``itemsize`` / ``nbytes`` / ``shape`` / ``size`` and a ``ptr`` (the device
+    address). Subclasses say who owns the memory: tensorkit's pool
+    (``cuda._runtime.DeviceArray``) or another library (``_dlpack.ForeignDeviceArray``)."""
+
+    __slots__ = ("ptr", "dtype", "shape", "device_index")
+    ndim = 1
+
+    itemsize = property(lambda self: self.dtype.itemsize)
+    size = property(lambda self: self.shape[0])
+    nbytes = property(lambda self: self.shape[0] * self.dtype.itemsize)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.size} x {self.dtype} at 0x{self.ptr:x} on cuda:{self.device_index})"
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "version": 3,
+                "strides": None}
+
+
 def _host_allocate(numel: int, np_dtype, device: Device) -> Storage:
     return Storage(np.empty(numel, np_dtype), device)
 

@@ -121,36 +121,17 @@ def _stream(index: int):
 
 
 # ---- memory --------------------------------------------------------------------------------
-class DeviceArray:
-    """A flat array of one dtype in device memory: what a cuda Storage's ``data`` holds.
-
-    It has numpy's ``dtype`` / ``itemsize`` / ``nbytes`` / ``shape`` / ``size`` and a ``ptr``
-    (the device address). When the last reference goes, its memory returns to the pool,
-    stream-ordered on the device's current stream (as in PyTorch: work queued on another
-    stream must be ordered before that by the user, e.g. with ``Stream.wait_stream``).
+class DeviceArray(_storage.DeviceMemory):
+    """Device memory from tensorkit's pool. When the last reference goes, the memory returns to
+    the pool, stream-ordered on the device's current stream (as in PyTorch: work queued on
+    another stream must be ordered before that by the user, e.g. with ``Stream.wait_stream``).
     """
 
-    __slots__ = ("_buffer", "ptr", "dtype", "shape", "device_index", "_block")
-    ndim = 1
+    __slots__ = ("_buffer", "_block")
 
     def __init__(self, buffer, ptr: int, numel: int, dtype: np.dtype, device_index: int, block: int = 0):
         self._buffer, self.ptr, self.dtype = buffer, ptr, dtype
         self.shape, self.device_index, self._block = (numel,), device_index, block
-
-    itemsize = property(lambda self: self.dtype.itemsize)
-    size = property(lambda self: self.shape[0])
-    nbytes = property(lambda self: self.shape[0] * self.dtype.itemsize)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __repr__(self) -> str:
-        return f"DeviceArray({self.size} x {self.dtype} at 0x{self.ptr:x} on cuda:{self.device_index})"
-
-    @property
-    def __cuda_array_interface__(self) -> dict:
-        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "version": 3,
-                "strides": None}
 
     def __del__(self):
         buf, self._buffer = self._buffer, None
