@@ -9,6 +9,8 @@ generator's offset; element lane * q + c comes from counter offset + c, draw ``l
 draws 2 lane, 2 lane + 1).
 """
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -417,3 +419,45 @@ def test_bernoulli_frequency():
     assert abs(b.mean() - 0.7) < 0.006
     np.testing.assert_array_equal(host(tk.bernoulli(tk.zeros(100, device="cuda"))), np.zeros(100))
     np.testing.assert_array_equal(host(tk.bernoulli(tk.ones(100, device="cuda"))), np.ones(100))
+
+
+# ---- the kernels compile for a real GPU ------------------------------------------------------------------------
+_COMPILE = r"""
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+sys.path.insert(0, sys.argv[1])
+from tensorkit.kernels.src import random as R
+
+def ptx(fn, ptrs, consts):
+    # pointers, n and q as Triton specializes them for aligned tensors and sizes (divisible by 16)
+    names = fn.arg_names
+    sig = {a: "constexpr" if a in consts else "*" + ptrs[a] if a in ptrs else "i32" for a in names}
+    attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in names if a in ptrs or a in ("n", "q")}
+    src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+
+B = {"BLOCK": 512}
+code = ptx(R.uniform_kernel, {"out": "fp32"}, {"BITS": 24, **B})
+assert code.count("st.global.v4") == 4, "float32 uniforms: one 16-byte store per thread and lane"
+for out, bits in (("bf16", 8), ("fp64", 53)):
+    ptx(R.uniform_kernel, {"out": out}, {"BITS": bits, **B})
+for out, wide in (("fp32", False), ("fp64", True)):
+    ptx(R.normal_kernel, {"out": out}, {"WIDE": wide, **B})
+for out, wide in (("i64", False), ("i64", True), ("i1", False), ("bf16", True)):
+    ptx(R.random_kernel, {"out": out}, {"WIDE": wide, **B})
+for out, p, tensor in (("i1", "i1", False), ("fp16", "bf16", True), ("u8", "fp64", True)):
+    ptx(R.bernoulli_kernel, {"out": out, "p": p}, {"P_TENSOR": tensor, **B})
+"""
+
+
+@pytest.mark.skipif(not tk.cuda.EMULATED, reason="on a GPU the tests above run the compiled kernels")
+def test_kernels_compile_for_sm90():
+    """The interpreter runs kernels a GPU compiler would reject (types, conversions): compile each
+    variant to PTX for an H100 (no GPU needed; Triton ships ptxas)."""
+    pytest.importorskip("triton.backends.nvidia")
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(tk.__file__)))
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "TENSORKIT_INTERPRET")}
+    subprocess.run([sys.executable, "-c", _COMPILE, root], check=True, env=env)
