@@ -51,9 +51,12 @@ def _f64(lo, hi):
 
 
 @triton.jit
-def _philox(seed_lo, seed_hi, off_lo, off_hi, c):
-    """Four uint32 blocks: Philox4x32-10 of counters (offset + c) under key ``seed``."""
-    return tl.randint4x(_u64(seed_lo, seed_hi), _u64(off_lo, off_hi) + c.to(tl.uint64))
+def _draws(q, seed_lo, seed_hi, off_lo, off_hi, BLOCK: tl.constexpr):
+    """This program's counters c (``live``: c < q; the last program runs past q) and their four
+    draws, uint32 blocks: Philox4x32-10 of counters (offset + c) under key ``seed``."""
+    c = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    r0, r1, r2, r3 = tl.randint4x(_u64(seed_lo, seed_hi), _u64(off_lo, off_hi) + c.to(tl.uint64))
+    return c, c < q, r0, r1, r2, r3
 
 
 @triton.jit
@@ -110,9 +113,7 @@ def uniform_kernel(out, n, q, seed_lo, seed_hi, off_lo, off_hi, a_lo, a_hi, s_lo
                    BITS: tl.constexpr, BLOCK: tl.constexpr):
     # out: n contiguous floats; a, s = b - a, b: float64 halves; BITS: the dtype's significant
     # bits (53: float64, two draws per element)
-    c = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    live = c < q                             # the last program runs past the q counters
-    r0, r1, r2, r3 = _philox(seed_lo, seed_hi, off_lo, off_hi, c)
+    c, live, r0, r1, r2, r3 = _draws(q, seed_lo, seed_hi, off_lo, off_hi, BLOCK)
     a, span, b = _f64(a_lo, a_hi), _f64(s_lo, s_hi), _f64(b_lo, b_hi)
     if BITS == 53:
         _affine_store(out, 0, q, c, live, n, _unit53(r0, r1), a, span, b)
@@ -141,9 +142,7 @@ def normal_kernel(out, n, q, seed_lo, seed_hi, off_lo, off_hi, m_lo, m_hi, s_lo,
                   WIDE: tl.constexpr, BLOCK: tl.constexpr):
     # out: n contiguous floats = mean + std * z; mean, std: float64 halves; WIDE: float64 output
     # (one pair of 53-bit uniforms per counter, two normals)
-    c = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    live = c < q
-    r0, r1, r2, r3 = _philox(seed_lo, seed_hi, off_lo, off_hi, c)
+    c, live, r0, r1, r2, r3 = _draws(q, seed_lo, seed_hi, off_lo, off_hi, BLOCK)
     mean, std = _f64(m_lo, m_hi), _f64(s_lo, s_hi)
     if WIDE:
         u1 = 1.0 - _unit53(r0, r1)           # (0, 1]
@@ -166,9 +165,7 @@ def random_kernel(out, n, q, seed_lo, seed_hi, off_lo, off_hi, low_lo, low_hi, s
                   WIDE: tl.constexpr, BLOCK: tl.constexpr):
     # out: n contiguous elements (any dtype) = low + an integer in [0, span); low: int64 halves,
     # span: uint64 halves; WIDE: span > 2**16 (64 random bits per element)
-    c = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    live = c < q
-    r0, r1, r2, r3 = _philox(seed_lo, seed_hi, off_lo, off_hi, c)
+    c, live, r0, r1, r2, r3 = _draws(q, seed_lo, seed_hi, off_lo, off_hi, BLOCK)
     low = _u64(low_lo, low_hi).to(tl.int64, bitcast=True)
     span = _u64(s_lo, s_hi)
     if WIDE:
@@ -202,9 +199,7 @@ def bernoulli_kernel(out, p, n, q, seed_lo, seed_hi, off_lo, off_hi, t_lo, t_hi,
                      P_TENSOR: tl.constexpr, BLOCK: tl.constexpr):
     # out: n contiguous elements (any dtype) set to 1 with probability p, else 0; p: a tensor of
     # probabilities laid out as out (P_TENSOR), or the threshold t = ceil(p * 2**32) (uint64 halves)
-    c = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    live = c < q
-    r0, r1, r2, r3 = _philox(seed_lo, seed_hi, off_lo, off_hi, c)
+    c, live, r0, r1, r2, r3 = _draws(q, seed_lo, seed_hi, off_lo, off_hi, BLOCK)
     t = _u64(t_lo, t_hi)
     _store(out, 0, q, c, live, n, _keep(r0, p, 0, q, c, live, n, t, P_TENSOR))
     _store(out, 1, q, c, live, n, _keep(r1, p, 1, q, c, live, n, t, P_TENSOR))
