@@ -218,8 +218,8 @@ class OpInfo:
 
     def supported_devices(self) -> list[str]:
         """The test devices (``testing.devices()``) with kernels for every primitive the entry
-        declares; the generic tests run the entry on these only (reductions have no Triton
-        kernels yet, so they are not run on 'cuda' at all; matmul and indexing have them)."""
+        declares; the generic tests run the entry on these only (reductions, matmul and indexing
+        have Triton kernels, so they run on 'cuda' too)."""
         from . import devices
         return [d for d in devices()
                 if all(_dispatch.supported_dtypes(n, tk.device(d).type) for n in self.declared)]
