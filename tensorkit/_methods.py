@@ -28,7 +28,7 @@ _FUNCTIONS = {
     V: """view reshape view_as reshape_as flatten unflatten squeeze unsqueeze permute transpose swapaxes swapdims
           t movedim moveaxis expand expand_as broadcast_to narrow select unbind split tensor_split chunk
           as_strided diagonal unfold""",
-    C: "to contiguous clone copy_ fill_ zero_ uniform_ normal_ bernoulli pin_memory is_pinned",
+    C: "to contiguous clone copy_ fill_ zero_ uniform_ normal_ bernoulli bernoulli_ pin_memory is_pinned",
     R: """sum prod mean nansum nanmean var std amax amin max min aminmax argmax argmin all any count_nonzero
           logsumexp norm cumsum cumprod softmax log_softmax""",
     L: "matmul mm bmm mv dot inner vdot outer ger addmm addmv baddbmm",
