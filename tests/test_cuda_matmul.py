@@ -232,6 +232,29 @@ def test_tf32_accuracy():
     _check(out, a, b, tf32=True)        # inputs cut to 10 mantissa bits, sums still in float32
 
 
+@pytest.mark.parametrize("shape,step", [((96, 80), 1), ((130, 257), 1), ((70, 200), 2)])
+def test_k_major_staging(shape, step):
+    """TF32 products copy a row-major B K-major first (wgmma reads float32 K-major only): the
+    tiled transpose keeps every value, for ragged tiles and strided sources."""
+    b = _rand(shape, D.float32, 31).cuda()[:, ::step]
+    t = MM._k_major(b)
+    assert t.stride() == (1, b.shape[0]) and np.array_equal(t.cpu().numpy(), b.cpu().numpy())
+
+
+def test_tf32_product_with_k_major_staging(monkeypatch):
+    a, b = _rand((300, 96), D.float32, 32), _rand((96, 80), D.float32, 33)
+    staged = []
+    monkeypatch.setattr(MM, "_k_major", lambda t, _f=MM._k_major: staged.append(t.shape) or _f(t))
+    try:
+        tk.set_float32_matmul_precision("high")
+        out = _mm(a, b)
+    finally:
+        tk.set_float32_matmul_precision("highest")
+    _check(out, a, b, tf32=True)
+    if EMULATED or tk.cuda.get_device_capability()[0] >= 9:
+        assert staged == [(96, 80)]
+
+
 # ---- both kernels on multi-tile grids (forced configs) ------------------------------------------------------------------------
 def _run_config(a, b, config, capability=(9, 0)):
     out = tk.empty(a.shape[0], b.shape[1], dtype=a.dtype, device="cuda")
