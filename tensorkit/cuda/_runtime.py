@@ -312,7 +312,9 @@ class _PinnedBlock:
 
 
 def pinned_allocate(numel: int, np_dtype) -> _storage.Storage:
-    """A CPU Storage of ``numel`` uninitialised elements in page-locked memory."""
+    """A CPU Storage of ``numel`` uninitialised elements in page-locked memory. A block not
+    found in the cache costs a ``cuMemHostAlloc``, which also waits for the device to be idle
+    (as ``cudaHostAlloc`` does for PyTorch's pinned allocator)."""
     dtype = np.dtype(np_dtype)
     nbytes = numel * dtype.itemsize
     if nbytes == 0:
