@@ -100,3 +100,27 @@ for _name, _fn in {
 }.items():
     setattr(libdevice, _name, _wrap(_fn))
 del _name, _fn
+
+
+# ---- float32 -> bfloat16 rounding -------------------------------------------------------------------
+# The interpreter converts float32 to bfloat16 by cutting the low 16 bits (and its round-to-
+# nearest-even mode forgets the carry into the exponent); a GPU's conversion rounds to nearest
+# even. Converting with ml_dtypes makes emulated bfloat16 results the GPU's, bit for bit.
+def _patch_bfloat16_rounding() -> None:
+    import ml_dtypes
+    from triton.runtime import interpreter
+
+    convert = interpreter._convert_float
+    if getattr(convert, "_tensorkit", False):
+        return
+
+    def _convert_float(input, input_dtype, output_dtype, rounding_mode):
+        if input_dtype == tl.float32 and output_dtype == tl.bfloat16:
+            return np.asarray(input, np.float32).astype(ml_dtypes.bfloat16).view(np.uint16)
+        return convert(input, input_dtype, output_dtype, rounding_mode)
+
+    _convert_float._tensorkit = True
+    interpreter._convert_float = _convert_float
+
+
+_patch_bfloat16_rounding()

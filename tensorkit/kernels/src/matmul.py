@@ -16,12 +16,11 @@ same A rows and B columns while they are still in L2.
 ``PRECISION`` is ``tl.dot``'s ``input_precision``: "ieee" (exact float32 products) or "tf32";
 it is ignored for float16/bfloat16/float64 inputs.
 
-``INTERPRETER_BF16`` works around two bugs of Triton's interpreter with bfloat16 (the host
-sets it for bfloat16 on the emulated device only; on a GPU it is never set): its dot
-multiplies the raw uint16 bits, so the operands are cast to float32 first (same result: a
-bfloat16 product is exact in float32, and the sum is float32 either way), and its float32 ->
-bfloat16 cast truncates, so the result is rounded to nearest even with integer ops, as a
-GPU's conversion does.
+``INTERPRETER_BF16`` works around a bug of Triton's interpreter with bfloat16 (the host sets
+it for bfloat16 on the emulated device only; on a GPU it is never set): its dot multiplies the
+raw uint16 bits, so the operands are cast to float32 first (same result: a bfloat16 product is
+exact in float32, and the sum is float32 either way). (Its float32 -> bfloat16 cast, which
+truncates, is fixed for every kernel in ``kernels/_interpret.py``.)
 """
 import triton
 import triton.language as tl
@@ -38,15 +37,6 @@ def _tile(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
     pid_m = first_m + (tile_id % in_group) % group_m
     pid_n = (tile_id % in_group) // group_m
     return pid_m, pid_n
-
-
-@triton.jit
-def _round_bf16(x):
-    """float32 -> bfloat16 rounded to nearest even, in integer ops (for the interpreter, see
-    the module docstring): add just under half a bfloat16 ulp, plus one if the kept part is odd."""
-    bits = x.to(tl.uint32, bitcast=True)
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-    return bits.to(tl.uint16).to(tl.bfloat16, bitcast=True)
 
 
 @triton.jit
@@ -106,7 +96,7 @@ def matmul_kernel(
         rows = rows.to(tl.int64)
         cols = cols.to(tl.int64)
     c_ptrs = c_ptr + rows[:, None] * stride_cm + cols[None, :] * stride_cn
-    c = _round_bf16(acc) if INTERPRETER_BF16 else acc.to(c_ptr.dtype.element_ty)
+    c = acc.to(c_ptr.dtype.element_ty)
     tl.store(c_ptrs, c, mask=(rows[:, None] < M) & (cols[None, :] < N))
 
 
@@ -173,11 +163,11 @@ def matmul_kernel_tma(
         if SPLIT_STORE:
             halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
             c0, c1 = tl.split(halves)
-            c_desc.store([off_m, off_n], _round_bf16(c0) if INTERPRETER_BF16 else c0.to(c_ptr.dtype.element_ty))
+            c_desc.store([off_m, off_n], c0.to(c_ptr.dtype.element_ty))
             c_desc.store([off_m, off_n + BLOCK_N // 2],
-                         _round_bf16(c1) if INTERPRETER_BF16 else c1.to(c_ptr.dtype.element_ty))
+                         c1.to(c_ptr.dtype.element_ty))
         else:
-            c_desc.store([off_m, off_n], _round_bf16(acc) if INTERPRETER_BF16 else acc.to(c_ptr.dtype.element_ty))
+            c_desc.store([off_m, off_n], acc.to(c_ptr.dtype.element_ty))
 
 
 @triton.jit
