@@ -7,8 +7,9 @@ contiguous ``outs`` (the reduced shape, or x's shape for scans and softmax), sor
 A call goes: view x as ``(outer, n, inner)`` reduced over ``n`` with one stride per axis
 (``_geometry``: the dims before, in and after the reduced block must each collapse into one
 strided run; otherwise one contiguous copy, permuted so that the reduced dims come last when
-they are not adjacent) -> pick the tile and the split (``_plan``) -> launch. Both are cached
-per (shape, strides, dims), so a repeated call costs only the launch.
+they are not adjacent) -> pick the tile, the warps and the split (``_reduce_plan``,
+``_along_plan``) -> launch (``_launch.launch``). Geometry and plan are cached per (shape,
+strides, dims), so a repeated call costs little more than the launch.
 
 Row reductions (``inner == 1``) are passed to the kernels as columns of a ``(1, n, rows)``
 view: one kernel then serves rows (loads along ``n``) and columns (loads along ``inner``);
@@ -202,12 +203,13 @@ class _Plan(NamedTuple):
     block_n: int
     block_k: int
     warps: int
-    chunks: int = 1
-    chunk: int = 0        # rows per chunk (n when not split)
+    chunks: int           # programs along n (1: not split)
+    chunk: int            # rows per chunk
+    grid: tuple
 
-    @property
-    def grid(self):
-        return (self.outer * _cdiv(self.inner, self.block_k), self.chunks)
+
+def _make_plan(outer, n, inner, strides, bn, bk, warps, chunks=1, chunk=0) -> _Plan:
+    return _Plan(outer, n, inner, strides, bn, bk, warps, chunks, chunk, (outer * _cdiv(inner, bk), chunks))
 
 
 def _as_columns(outer, n, inner, strides):
@@ -229,9 +231,24 @@ def _tile(n: int, inner: int, strides, long: int) -> tuple[int, int]:
     return min(_pow2(n), max(1, TILE // bk)), bk
 
 
+def _fit_int32(bn: int, bk: int, *stride_pairs) -> tuple[int, int]:
+    """Shrink the tile until offsets within it (and a step's advance, BLOCK_N * stride_n) fit
+    the kernels' int32 arithmetic; only tensors with rows or columns of 2**31 / 4096 elements
+    apart get here. Strides >= 2**31 reach the kernel as int64 and need nothing."""
+    def span(bn, bk):
+        return max((bn * abs(sn) + bk * abs(sk) for sn, sk in stride_pairs if max(abs(sn), abs(sk)) < 2 ** 31),
+                   default=0)
+    while (bn > 1 or bk > 1) and span(bn, bk) >= 2 ** 31:
+        if bn * max(abs(sn) for sn, _ in stride_pairs) >= bk * max(abs(sk) for _, sk in stride_pairs) and bn > 1:
+            bn //= 2
+        else:
+            bk //= 2
+    return bn, bk
+
+
 def _reduce_plan(outer, n, inner, strides, split: bool = True) -> _Plan:
     outer, n, inner, strides = _as_columns(outer, n, inner, strides)
-    bn, bk = _tile(n, inner, strides, ROW_BLOCK)
+    bn, bk = _fit_int32(*_tile(n, inner, strides, ROW_BLOCK), strides[1:])
     programs = outer * _cdiv(inner, bk)
     # chunk: whole steps (only the last chunk has a tail), and a multiple of 16 elements: Triton
     # then knows each chunk's start is aligned and vectorizes the loads (also when chunks == 1)
@@ -241,7 +258,7 @@ def _reduce_plan(outer, n, inner, strides, split: bool = True) -> _Plan:
         chunks = min(_cdiv(SPLIT_PROGRAMS, programs), n // min_rows)
         chunk = _cdiv(_cdiv(n, chunks), bn) * bn
         chunks = _cdiv(n, chunk)
-    return _Plan(outer, n, inner, strides, bn, bk, _warps(bn * bk), chunks, chunk)
+    return _make_plan(outer, n, inner, strides, bn, bk, _warps(bn * bk), chunks, chunk)
 
 
 def _partial_plan(plan: _Plan) -> _Plan:
@@ -286,14 +303,23 @@ def _partials(plan: _Plan, dtype: D.DType, like: Tensor) -> Tensor:
 
 
 # ---- sum, prod, amax, amin, all, any, norm -----------------------------------------------------------
-def _simple_codes(op: str, params: dict):
-    """(MAP, COMBINE, FINISH) names of kernels.src.reduction for a simple reduction."""
-    if op == "norm":
-        p = params["p"]
-        return {2.0: ("SQUARE", "ADD", "SQRT"), 1.0: ("ABS", "ADD", "NONE"), math.inf: ("ABS", "MAX", "NONE"),
-                -math.inf: ("ABS", "MIN", "NONE"), 0.0: ("NONZERO", "ADD", "NONE")}.get(p, ("POW", "ADD", "ROOT"))
-    return {"sum": ("NONE", "ADD", "NONE"), "prod": ("NONE", "MUL", "NONE"), "amax": ("NONE", "MAX", "NONE"),
-            "amin": ("NONE", "MIN", "NONE"), "all": ("NONZERO", "MIN", "NONE"), "any": ("NONZERO", "MAX", "NONE")}[op]
+# (MAP, COMBINE, FINISH), as named in kernels.src.reduction, of each simple reduction
+_SIMPLE = {"sum": ("NONE", "ADD", "NONE"), "prod": ("NONE", "MUL", "NONE"), "amax": ("NONE", "MAX", "NONE"),
+           "amin": ("NONE", "MIN", "NONE"), "all": ("NONZERO", "MIN", "NONE"), "any": ("NONZERO", "MAX", "NONE")}
+_NORMS = {2.0: ("SQUARE", "ADD", "SQRT"), 1.0: ("ABS", "ADD", "NONE"), math.inf: ("ABS", "MAX", "NONE"),
+          -math.inf: ("ABS", "MIN", "NONE"), 0.0: ("NONZERO", "ADD", "NONE")}     # any other p: POW, ADD, ROOT
+_codes: dict = {}
+
+
+def _simple_codes(src, op: str, p: float | None) -> tuple:
+    """(MAP, COMBINE, FINISH, p as the bits of a float64) for the kernel; cached."""
+    key = (op, p)
+    codes = _codes.get(key)
+    if codes is None:
+        names = _NORMS.get(p, ("POW", "ADD", "ROOT")) if op == "norm" else _SIMPLE[op]
+        p_bits = int(np.float64(p or 0.0).view(np.int64))             # p exactly, whatever the dtype
+        codes = _codes[key] = tuple(getattr(src, name).value for name in names) + (p_bits,)
+    return codes
 
 
 def _reduce(op: str, x: Tensor, outs, dims, params) -> None:
@@ -301,8 +327,7 @@ def _reduce(op: str, x: Tensor, outs, dims, params) -> None:
     if out.numel() == 0:
         return
     x, (plan, second), src = _start("reduce", x, dims, _reduce_plans)
-    map_, combine, finish = (getattr(src, name).value for name in _simple_codes(op, params))
-    p_bits = int(np.float64(params.get("p", 0.0)).view(np.int64))    # p exactly, whatever the dtype
+    map_, combine, finish, p_bits = _simple_codes(src, op, params.get("p"))
 
     def run(p: _Plan, inp, dst, mapped: bool, finished: bool):
         launch(src.reduce_kernel, p.grid, pointer(inp), pointer(dst), p.n, p.inner, p.chunk, *p.strides, p_bits,
@@ -401,7 +426,9 @@ def _along_plan(g: _Geometry, long: int, single_max: int) -> _AlongPlan:
     if single:
         bn = _pow2(n)
         bk = min(_pow2(inner), max(1, TILE // bn)) if rows else bk
-    return _AlongPlan(_Plan(outer, n, inner, strides, bn, bk, _warps(bn * bk, 16 if single else 8)),
+    bn, bk = _fit_int32(bn, bk, strides[1:], out_strides[1:])
+    single = single and bn >= n
+    return _AlongPlan(_make_plan(outer, n, inner, strides, bn, bk, _warps(bn * bk, 16 if single else 8)),
                       out_strides, single)
 
 
