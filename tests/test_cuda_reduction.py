@@ -169,6 +169,18 @@ def test_layouts_without_and_with_copies():
     np.testing.assert_array_equal(x.cpu().numpy(), before)
 
 
+def test_tiles_keep_int32_offsets():
+    """Kernels compute offsets within a tile (and a step's advance) in int32: huge strides shrink
+    the tile; strides of 2**31 and more reach the kernel as int64 and need not."""
+    for n, inner in ((64, 2 ** 26 + 3), (64, 2 ** 28), (3, 2 ** 30)):
+        p = R._reduce_plan(1, n, inner, (0, inner, 1))
+        assert p.block_n * inner + p.block_k < 2 ** 31, p
+    assert R._reduce_plan(1, 64, 2 ** 31, (0, 2 ** 31, 1)).block_n == 32
+    g = R._Geometry(None, 1, 40, 2 ** 27, (0, 2 ** 27, 1))
+    a = R._along_plan(g, R.ROW_BLOCK, R.SOFTMAX_BLOCK)
+    assert a.plan.block_n * 2 ** 27 + a.plan.block_k < 2 ** 31 and not a.single, a
+
+
 def test_internal_copy_is_not_recorded():
     """The permuted copy is the kernel's own step: observers (autograd, the tracer) see only the reduction."""
     from tensorkit import _dispatch
