@@ -29,7 +29,7 @@ test: $(SETUP)
 
 # On a machine with a real GPU: the same suite on the real device, with torch unimportable.
 test-gpu: $(SETUP)
-	TENSORKIT_INTERPRET=0 TENSORKIT_BLOCK_TORCH=1 $(PY) -m pytest $$($(PY) -c "import xdist" 2>/dev/null && echo "-n 8") tests
+	TENSORKIT_INTERPRET=0 TENSORKIT_BLOCK_TORCH=1 $(PY) -m pytest $$($(PY) -c "import xdist" 2>/dev/null && echo "-n auto") tests
 
 demo: $(SETUP)
 	$(PY) tutorials/01_tensors.py
