@@ -173,8 +173,14 @@ def _unalias(args, dest: Tensor):
 
 
 def _launch_on(device_type: str):
+    """The kernel registered for every pointwise op on ``device_type``: that backend's
+    launcher, looked up at the first call (backends register after this module loads)."""
+    found = []
+
     def launch(program, args, outs, numel):
-        _dispatch.pointwise_launcher(device_type)(program, args, outs, numel)
+        if not found:
+            found.append(_dispatch.pointwise_launcher(device_type))
+        found[0](program, args, outs, numel)
     return launch
 
 
