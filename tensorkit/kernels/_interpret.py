@@ -102,6 +102,32 @@ for _name, _fn in {
 del _name, _fn
 
 
+# ---- nested @triton.jit calls -------------------------------------------------------------------
+def call_helpers_directly(module) -> None:
+    """Emulated device only: make the module's ``@triton.jit`` helpers plain calls.
+
+    At every call of a ``@triton.jit`` function from a kernel, Triton's interpreter patches
+    ``triton.language`` again (~10 ms, most of a small launch). A kernel's launch has already
+    patched the language modules its module imports (``tl`` and ``tl.core`` here), which is
+    all the module's own helpers and Triton's reductions use. The kernels are untouched; on a
+    GPU this does not run (``_launch.triton_source`` calls it on the emulated device only)."""
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:             # another Triton: leave the helpers as they are (slower, same results)
+        return
+
+    class Direct:
+        def __init__(self, f):
+            self._f, self.fn = f, f.fn          # .fn: what the interpreter's tl.reduce calls
+
+        def __call__(self, *args, **kwargs):
+            return self._f.rewrite()(*args, **kwargs)
+
+    for name, f in list(vars(module).items()):
+        if name.startswith("_") and isinstance(f, InterpretedFunction) and hasattr(f, "rewrite"):
+            setattr(module, name, Direct(f))
+
+
 # ---- float32 -> bfloat16 rounding -------------------------------------------------------------------
 # The interpreter converts float32 to bfloat16 by cutting the low 16 bits (and its round-to-
 # nearest-even mode forgets the carry into the exponent); a GPU's conversion rounds to nearest

@@ -15,6 +15,7 @@ it has seen and calls its launcher directly, the same call ``JITFunction.run`` m
 """
 from __future__ import annotations
 
+import importlib
 import threading
 
 import numpy as np
@@ -29,6 +30,18 @@ def prepare() -> None:
     ``tk.cuda.current_stream()``)."""
     if _driver._installed is None:
         _driver.ensure_driver()
+
+
+def triton_source(family: str):
+    """``tensorkit.kernels.src.<family>``, the family's ``@triton.jit`` functions (importing it
+    imports Triton: call this at the first launch, not at import). On the emulated device its
+    helpers become plain calls (``_interpret.call_helpers_directly``: the interpreter would
+    re-patch ``triton.language`` at each nested call)."""
+    module = importlib.import_module(f"{__package__}.src.{family}")
+    if cuda.EMULATED:
+        from ._interpret import call_helpers_directly
+        call_helpers_directly(module)
+    return module
 
 
 def pointer(t: Tensor, offset: int | None = None):

@@ -51,7 +51,7 @@ from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor
 from ..ops.creation import new_tensor
-from ._launch import launch, pointer
+from ._launch import launch, pointer, triton_source
 from .codegen import broadcast_strides, coalesce
 
 TILE = 4096           # elements per program (rows x columns): enough work to hide memory latency
@@ -75,8 +75,7 @@ def _kernels():
     """The ``@triton.jit`` functions (imports Triton on first use)."""
     global _src
     if _src is None:
-        from .src import indexing
-        _src = indexing
+        _src = triton_source("indexing")
     return _src
 
 

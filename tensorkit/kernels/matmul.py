@@ -42,7 +42,7 @@ from .. import dtypes as D
 from .._tensor import Tensor
 from ..ops.creation import new_tensor
 from .codegen import cache_dir, coalesce
-from ._launch import launch, pointer, prepare
+from ._launch import launch, pointer, prepare, triton_source
 
 DTYPES = (D.float16, D.bfloat16, D.float32, D.float64)
 _CACHE_VERSION = 1          # bump when kernels or Config change meaning: old tuning results are ignored
@@ -328,7 +328,7 @@ _src = None
 def _kernels():
     global _src
     if _src is None:
-        from .src import matmul as _src
+        _src = triton_source("matmul")
     return _src
 
 

@@ -21,7 +21,7 @@ from .. import dtypes as D
 from .._storage import TRANSFERS, Storage, allocate
 from .._tensor import Tensor
 from ..device import CPU
-from ._launch import launch, pointer
+from ._launch import launch, pointer, triton_source
 
 MAX_BLOCK = 512       # counters per program on a GPU: 4 warps x 4 counters per thread, 16 elements each
 EMULATED_BLOCK = 8192  # in Triton's interpreter, whose cost is per program (the numbers are the same)
@@ -33,8 +33,7 @@ _SRC = None
 def _src():
     global _SRC
     if _SRC is None:
-        from .src import random as src     # imports Triton: on the first launch only
-        _SRC = src
+        _SRC = triton_source("random")     # imports Triton: on the first launch only
     return _SRC
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor
-from ._launch import launch, pointer, prepare
+from ._launch import launch, pointer, prepare, triton_source
 from .codegen import Node, Program
 from .pointwise import launch as launch_pointwise
 
@@ -53,37 +53,8 @@ def _kernels():
     """kernels.src.reduction, imported (with Triton) on the first launch."""
     global _src
     if _src is None:
-        from ..cuda import EMULATED
-        from .src import reduction
-        if EMULATED:
-            _call_helpers_directly(reduction)
-        _src = reduction
+        _src = triton_source("reduction")
     return _src
-
-
-def _call_helpers_directly(module) -> None:
-    """Emulated device only: make the module's ``@triton.jit`` helpers plain calls.
-
-    At every call of a ``@triton.jit`` function from a kernel, Triton's interpreter patches
-    ``triton.language`` again (~10 ms, most of a small launch). A kernel's launch has already
-    patched the language modules its module imports (``tl`` and ``tl.core`` here), which is
-    all the module's own helpers and Triton's reductions (the ``_tl_*`` names) use. The
-    kernels are untouched; on a GPU this does not run."""
-    try:
-        from triton.runtime.interpreter import InterpretedFunction
-    except ImportError:             # another Triton: leave the helpers as they are (slower, same results)
-        return
-
-    class Direct:
-        def __init__(self, f):
-            self._f, self.fn = f, f.fn          # .fn: what the interpreter's tl.reduce calls
-
-        def __call__(self, *args, **kwargs):
-            return self._f.rewrite()(*args, **kwargs)
-
-    for name, f in list(vars(module).items()):
-        if name.startswith("_") and isinstance(f, InterpretedFunction) and hasattr(f, "rewrite"):
-            setattr(module, name, Direct(f))
 
 
 def _pow2(n: int) -> int:
