@@ -147,9 +147,8 @@ class Stream:
         if _impl is None and not EMULATED:
             _impl = _rt().new_stream(self.device.index, priority)
         self._impl = _impl
-        # read on every kernel launch: look the handle up once
+        # the raw CUstream handle (0 when emulated); read on every kernel launch, so looked up once
         self.cuda_stream = 0 if _impl is None else _rt().stream_handle(_impl)
-        """The raw ``CUstream`` handle (0 when emulated)."""
 
     def __cuda_stream__(self) -> tuple:
         return (0, self.cuda_stream)
@@ -267,16 +266,12 @@ def current_stream(device=None) -> Stream:
     index = _index(device)
     current = getattr(_streams, "current", None)
     s = current.get(index) if current else None
-    return s if s is not None else default_stream(index)
+    return s if s is not None else (_defaults.get(index) or default_stream(index))
 
 
 def _stream_handle(index: int) -> int:
-    """``current_stream(index).cuda_stream``, on the launch path of every kernel."""
-    current = getattr(_streams, "current", None)
-    s = current.get(index) if current else None
-    if s is None:
-        s = _defaults.get(index) or default_stream(index)
-    return s.cuda_stream
+    """``current_stream(index).cuda_stream``: the raw handle every kernel launch goes on."""
+    return current_stream(index).cuda_stream
 
 
 def set_stream(stream: Stream) -> None:

@@ -15,6 +15,7 @@ it has seen and calls its launcher directly, the same call ``JITFunction.run`` m
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import threading
 
@@ -32,11 +33,13 @@ def prepare() -> None:
         _driver.ensure_driver()
 
 
+@functools.cache
 def triton_source(family: str):
     """``tensorkit.kernels.src.<family>``, the family's ``@triton.jit`` functions (importing it
-    imports Triton: call this at the first launch, not at import). On the emulated device its
-    helpers become plain calls (``_interpret.call_helpers_directly``: the interpreter would
-    re-patch ``triton.language`` at each nested call)."""
+    imports Triton: call this at the first launch, not at import; later calls return the same
+    module). On the emulated device its helpers become plain calls
+    (``_interpret.call_helpers_directly``: the interpreter would re-patch ``triton.language``
+    at each nested call)."""
     module = importlib.import_module(f"{__package__}.src.{family}")
     if cuda.EMULATED:
         from ._interpret import call_helpers_directly

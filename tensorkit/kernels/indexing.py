@@ -43,6 +43,7 @@ Kernels know nothing about autograd or the user's arguments (``ops/indexing.py``
 """
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
@@ -68,15 +69,8 @@ _OPS = {None: 0, "sum": 1, "mean": 1, "prod": 2, "amax": 3, "amin": 4}       # s
 _BOOL_OPS = {"sum": 3, "mean": 3, "prod": 4}                                # or = max, and = min on 0/1
 _INIT, _COMBINE, _FINISH = 0, 1, 2         # src.INIT, COMBINE, FINISH (src imports Triton: not at import time)
 
-_src = None
+_kernels = functools.partial(triton_source, "indexing")   # the @triton.jit functions, on first use
 
-
-def _kernels():
-    """The ``@triton.jit`` functions (imports Triton on first use)."""
-    global _src
-    if _src is None:
-        _src = triton_source("indexing")
-    return _src
 
 
 def _pow2(n: int) -> int:

@@ -27,6 +27,7 @@ Kernels here know nothing about autograd; Triton is imported at the first launch
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -322,14 +323,8 @@ _memo: dict = {}        # (device name, key) -> Config chosen in this process
 
 
 # ---- launching -----------------------------------------------------------------------------------------------------
-_src = None
+_kernels = functools.partial(triton_source, "matmul")   # the @triton.jit functions, on first use
 
-
-def _kernels():
-    global _src
-    if _src is None:
-        _src = triton_source("matmul")
-    return _src
 
 
 def _interpreter_bf16(out: Tensor) -> bool:

@@ -330,4 +330,12 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
         _launch(fn, grid, inner, *shape, *targs, BLOCK_SIZE=block)
 
 
+def copy_into(src: Tensor, dst: Tensor) -> None:
+    """``dst[...] = src`` (broadcast, cast to dst's dtype) with the ``copy`` primitive's generated
+    kernel, as a step inside another op's kernel (``cat``, a reduction's contiguous copy):
+    launched directly, so autograd and the tracer see only that op."""
+    from ..ops.pointwise import copy
+    launch(copy.program([src], copy.dtypes([src])[1], dst.dtype), [src], [dst], dst.numel())
+
+
 _dispatch.pointwise_launchers["cuda"] = launch

@@ -12,6 +12,7 @@ Kernels here know nothing about autograd, broadcasting or argument checks (``ops
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -27,14 +28,8 @@ MAX_BLOCK = 512       # counters per program on a GPU: 4 warps x 4 counters per 
 EMULATED_BLOCK = 8192  # in Triton's interpreter, whose cost is per program (the numbers are the same)
 SMALL_SPAN = 1 << 16  # integer ranges up to this take 32 random bits per element, wider ones 64
 
-_SRC = None
+_src = functools.partial(triton_source, "random")   # the @triton.jit functions, on first use
 
-
-def _src():
-    global _SRC
-    if _SRC is None:
-        _SRC = triton_source("random")     # imports Triton: on the first launch only
-    return _SRC
 
 
 def _halves(x: int) -> tuple[int, int]:

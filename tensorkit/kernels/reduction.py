@@ -24,6 +24,7 @@ nothing about autograd; Triton is imported at the first launch.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -32,9 +33,8 @@ import numpy as np
 from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor
-from ._launch import launch, pointer, prepare, triton_source
-from .codegen import Node, Program
-from .pointwise import launch as launch_pointwise
+from ._launch import launch, pointer, triton_source
+from .pointwise import copy_into
 
 # Strategy thresholds (elements). Tests lower them to reach every path with tiny tensors.
 ROW_BLOCK = 4096        # a row-reduction step: 4096 contiguous elements, 8 warps x 16 per thread
@@ -46,15 +46,8 @@ SOFTMAX_BLOCK = 8192    # softmax slices up to this long are held in registers: 
 SCAN_BLOCK = 1024       # a scan step along n
 
 _HALF = (D.float16, D.bfloat16)
-_src = None
+_kernels = functools.partial(triton_source, "reduction")   # the @triton.jit functions, on first use
 
-
-def _kernels():
-    """kernels.src.reduction, imported (with Triton) on the first launch."""
-    global _src
-    if _src is None:
-        _src = triton_source("reduction")
-    return _src
 
 
 def _pow2(n: int) -> int:
@@ -143,25 +136,17 @@ def _contiguous_strides(shape) -> tuple:
     return tuple(reversed(strides))
 
 
-_copy_programs: dict = {}
-
-
 def _materialize(x: Tensor, g: _Geometry) -> Tensor:
     """x, or the contiguous (permuted) copy ``g`` asks for. The copy is this kernel's own
-    step, made with the pointwise launcher rather than through the dispatcher, so autograd
-    and the tracer do not see it."""
+    step (``copy_into``), not a ``copy`` op autograd and the tracer would see."""
     if g.copy is None:
         return x
     if g.copy != "contiguous":
         perm = g.copy
         x = Tensor._make(x._storage, x._offset, tuple(x._shape[d] for d in perm),
                          tuple(x._strides[d] for d in perm), x.dtype)
-    program = _copy_programs.get(x.dtype)
-    if program is None:
-        program = _copy_programs[x.dtype] = Program(
-            (("tensor", x.dtype),), (Node("copy", lambda m, v: v, (0,), x.dtype, x.dtype),), (1,))
     out = _new(x._shape, x.dtype, x)
-    launch_pointwise(program, [x], [out], out.numel())
+    copy_into(x, out)
     return out
 
 
@@ -257,9 +242,7 @@ def _start(kind: str, x: Tensor, dims: tuple, make):
         cached = _plans[key] = (g, make(g))
     g, plan = cached
     x = _materialize(x, g)
-    src = _kernels()
-    prepare()
-    return x, plan, src
+    return x, plan, _kernels()
 
 
 def clear_caches() -> None:

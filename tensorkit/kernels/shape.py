@@ -12,18 +12,17 @@ from __future__ import annotations
 from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor
-from .pointwise import launch
+from .pointwise import copy_into
 
 
 @_dispatch.register("cat", "cuda", D.ALL_DTYPES)
 def cat(parts, dim: int, out: Tensor) -> None:
     """Copy ``parts`` one after another along ``dim`` into ``out`` (of their promoted dtype)."""
-    from ..ops.pointwise import copy        # the copy primitive's Program (its cast rule included)
     start, step = out._offset, out._strides[dim]
     for t in parts:
         n = t._shape[dim]
         if t.numel():
             slot = Tensor._make(out._storage, start, out._shape[:dim] + (n,) + out._shape[dim + 1:], out._strides,
                                 out.dtype)
-            launch(copy.program([t], copy.dtypes([t])[1], out.dtype), [t], [slot], slot.numel())
+            copy_into(t, slot)
         start += n * step

@@ -73,20 +73,9 @@ def _unit53(a, b):
 
 
 @triton.jit
-def _bf16(x):
-    """float32 -> bfloat16 rounded to nearest even, in integer ops: a GPU's conversion rounds so,
-    Triton's interpreter truncates; this gives both the same numbers (finite x)."""
-    bits = x.to(tl.uint32, bitcast=True)
-    bits = bits + 0x7FFF + ((bits >> 16) & 1)
-    return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
-
-
-@triton.jit
 def _to(x, ty: tl.constexpr):
     """``x`` as ``ty``; float16/bfloat16 through float32 (no direct int / float64 conversions)."""
-    if ty == tl.bfloat16:
-        return _bf16(x.to(tl.float32))
-    if ty == tl.float16:
+    if ty == tl.bfloat16 or ty == tl.float16:
         return x.to(tl.float32).to(ty)
     return x.to(ty)
 
