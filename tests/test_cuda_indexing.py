@@ -16,7 +16,7 @@ from hypothesis import given, settings, strategies as st
 
 import tensorkit as tk
 from tensorkit.kernels import indexing as K
-from test_indexing import DTYPES, _case, _data, _numpy_ok, _ref_getitem, _ref_split, _tk_index
+from test_indexing import DTYPES, _case, _data, _numpy_ok, _ref_getitem, _ref_setitem, _tk_index
 
 pytestmark = pytest.mark.skipif(not tk.cuda.is_available(), reason="needs a CUDA device (or TENSORKIT_INTERPRET=1)")
 
@@ -67,12 +67,7 @@ def test_getitem_setitem_fuzz(case, transposed, broadcast_value):
     vshape = _ref_getitem(a, items).shape
     vshape = vshape[len(vshape) // 2:] if broadcast_value else vshape
     value = np.arange(np.prod(vshape), dtype=np.float32).reshape(vshape) + 100
-    ref = a.copy()
-    view, adv = _ref_split(ref, items)
-    if adv is None:
-        view[...] = value
-    else:
-        view[adv] = value
+    ref = _ref_setitem(a, items, value)
     x[index] = tk.tensor(value, device="cuda")
     _same(x, ref)
 

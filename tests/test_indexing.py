@@ -142,6 +142,17 @@ def _ref_getitem(a, items):
     return view if adv is None else view[adv]
 
 
+def _ref_setitem(a, items, value):
+    """A copy of ``a`` with ``a[items] = value`` done by the numpy reference."""
+    ref = a.copy()
+    view, adv = _ref_split(ref, items)
+    if adv is None:
+        view[...] = value
+    else:
+        view[adv] = value
+    return ref
+
+
 def _numpy_ok(a, items):
     """Whether numpy and PyTorch accept the index."""
     try:
@@ -192,12 +203,7 @@ def test_setitem_fuzz(case, value_kind, transposed):
         vshape = target_shape if value_kind == "full" else target_shape[len(target_shape) // 2:]
         value = np.arange(np.prod(vshape), dtype=np.float32).reshape(vshape) + 100
         tvalue = tk.tensor(value)
-    ref = a.copy()
-    view, adv = _ref_split(ref, items)
-    if adv is None:
-        view[...] = value
-    else:
-        view[adv] = value
+    ref = _ref_setitem(a, items, value)
     x[_tk_index(items)] = tvalue
     _close(x, ref)
 
