@@ -6,6 +6,7 @@ current one. This module knows nothing about the CUDA runtime (that is ``tensork
 from __future__ import annotations
 
 _TYPES = ("cpu", "cuda")
+_interned: dict = {}        # (type, index) -> device
 
 
 class device:
@@ -38,9 +39,12 @@ class device:
             raise ValueError(f"device(): unknown device type '{text}' in '{type_or_str}'; expected one of {', '.join(_TYPES)}")
         if text == "cpu" and index not in (None, 0):
             raise ValueError(f"device(): the cpu device has no index {index}")
-        self = object.__new__(cls)
-        object.__setattr__(self, "type", text)
-        object.__setattr__(self, "index", None if text == "cpu" else index)
+        index = None if text == "cpu" else index
+        self = _interned.get((text, index))
+        if self is None:        # one object per device: ops compare devices by identity first
+            self = _interned[(text, index)] = object.__new__(cls)
+            object.__setattr__(self, "type", text)
+            object.__setattr__(self, "index", index)
         return self
 
     def __setattr__(self, name, value):

@@ -270,14 +270,28 @@ def current_stream(device=None) -> Stream:
 
 
 def _stream_handle(index: int) -> int:
-    """``current_stream(index).cuda_stream``: the raw handle every kernel launch goes on."""
-    return current_stream(index).cuda_stream
+    """``current_stream(index).cuda_stream``: the raw handle every kernel launch and every
+    allocation goes on (``current_stream`` without its argument parsing: this is on the path
+    of every eager op, several times)."""
+    if _only_defaults:
+        s = _defaults.get(index)
+    else:
+        current = getattr(_streams, "current", None)
+        s = current.get(index) if current else None
+        if s is None:
+            s = _defaults.get(index)
+    return (s or default_stream(index)).cuda_stream
+
+
+_only_defaults = True       # no thread has made a stream current yet: every current stream is a default
 
 
 def set_stream(stream: Stream) -> None:
+    global _only_defaults
     if not hasattr(_streams, "current"):
         _streams.current = {}
     _streams.current[stream.device.index] = stream
+    _only_defaults = False
 
 
 @contextmanager
@@ -387,6 +401,8 @@ def _oom_message(index: int, nbytes: int, free: int, total: int) -> str:
 
 
 def _allocate(numel: int, np_dtype, device: Device) -> _storage.Storage:
+    if _RT is not None and device.index is not None:      # the eager path, once the runtime is up
+        return _RT.allocate(numel, np_dtype, device)
     index = _current if device.index is None else device.index
     if not EMULATED:
         if _RT is None and not is_available():

@@ -139,14 +139,18 @@ class DeviceArray(_storage.DeviceMemory):
             return
         index, block = self.device_index, self._block
         try:
+            _cuda._allocated[index] -= self.shape[0] * self.dtype.itemsize
             if block <= SMALL_BLOCK and _cached.get(index, 0) + block <= SMALL_CACHE_LIMIT:
-                _blocks.setdefault((index, _cuda._stream_handle(index), block), []).append((buf, self.ptr))
+                key = (index, _cuda._stream_handle(index), block)
+                free = _blocks.get(key)
+                if free is None:
+                    free = _blocks[key] = []
+                free.append((buf, self.ptr))
                 _cached[index] = _cached.get(index, 0) + block
             else:
                 buf.close(_stream(index))
-        except Exception:       # interpreter shutdown: the driver reclaims everything anyway
+        except Exception:       # interpreter shutdown (modules already torn down): the driver reclaims all
             pass
-        _cuda._track(index, -self.nbytes)
 
 
 # Small blocks freed by tensors wait here for the next allocation of the same size on the same
@@ -194,7 +198,7 @@ def allocate(numel: int, np_dtype, device: Device) -> _storage.Storage:
     """A Storage of ``numel`` uninitialised elements from device ``device.index``'s pool,
     allocated on its current stream; raises ``tk.cuda.OutOfMemoryError`` when full."""
     index = device.index
-    dtype = np.dtype(np_dtype)
+    dtype = np_dtype if isinstance(np_dtype, np.dtype) else np.dtype(np_dtype)
     nbytes = numel * dtype.itemsize
     if nbytes == 0:
         return _storage.Storage(DeviceArray(None, 0, numel, dtype, index), device)

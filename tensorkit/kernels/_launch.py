@@ -56,43 +56,45 @@ def pointer(t: Tensor, offset: int | None = None):
     return t if offset == t._offset else Tensor._make(t._storage, offset, (1,), (1,), t.dtype)
 
 
-_compiled: dict = {}        # (fn, thread, device, argument signature, constexprs) -> CompiledKernel
-_knobs = None               # triton.knobs.runtime (launch hooks), once Triton is loaded
+# triton.knobs.runtime, once Triton is loaded: its launch hooks (a profiler's) are always-present
+# HookChains in Triton >= 3.4, empty unless one is added; None in older versions when unset
+_knobs = None
+
+
+_int_sigs: dict = {}        # int argument -> its specialization (sizes and strides repeat)
 
 
 def _signature(args: tuple) -> tuple:
     """What Triton specializes a kernel on, for each argument, and the argument as the
     launcher takes it (pointers as integers). At least as fine as Triton's own key: pointer
     dtype and 16-byte alignment; integer width class, == 1 and divisibility by 16."""
-    sig, raw = [], []
-    for a in args:
+    sig, raw = [], list(args)
+    add = sig.append
+    for i, a in enumerate(args):
         if type(a) is Tensor or isinstance(a, Tensor):
-            p = a.data_ptr()
-            sig.append((a.dtype, p & 15 == 0))
-            raw.append(p)
+            p = raw[i] = a._storage.data.ptr + a._offset * a.dtype.itemsize      # a.data_ptr(), inlined
+            add((a.dtype, p & 15 == 0))
         elif type(a) is int or isinstance(a, np.integer):
-            a = int(a)
-            width = 0 if -2 ** 31 <= a < 2 ** 31 else (1 if -2 ** 63 <= a < 2 ** 63 else 2)
-            sig.append((width, a == 1, a & 15 == 0))
-            raw.append(a)
+            if type(a) is not int:
+                a = raw[i] = int(a)
+            s = _int_sigs.get(a)
+            if s is None:
+                if len(_int_sigs) >= 65536:
+                    _int_sigs.clear()
+                width = 0 if -2 ** 31 <= a < 2 ** 31 else (1 if -2 ** 63 <= a < 2 ** 63 else 2)
+                s = _int_sigs[a] = (width, a == 1, a & 15 == 0)
+            add(s)
         elif type(a) is float or type(a) is bool or a is None:
-            sig.append((type(a), a) if type(a) is bool or a is None else float)
-            raw.append(a)
+            add((type(a), a) if type(a) is bool or a is None else float)
         elif type(a) is tuple:                  # Triton specializes each element; the launcher nests
             inner, values = _signature(a)
             if inner is None:
                 return None, None
-            sig.append((tuple, inner))
-            raw.append(tuple(values))
+            add((tuple, inner))
+            raw[i] = tuple(values)
         else:
             return None, None                  # something else: Triton's own path decides
     return tuple(sig), raw
-
-
-def _hooked(hook) -> bool:
-    """Whether a launch hook (a profiler's) is set: Triton >= 3.4 keeps an always-present
-    ``HookChain`` that is empty unless one is added; older versions keep None."""
-    return hook is not None and bool(getattr(hook, "calls", True))
 
 
 _NO_OPTIONS: dict = {}
@@ -111,19 +113,29 @@ def launch(fn, grid: tuple, *args, options: dict | None = None, **constexprs) ->
     global _knobs
     sig, raw = _signature(args)
     device = cuda._current
-    # per thread: Triton's own path (taken first in each thread) makes the device's context current
-    key = (fn, _thread_id(), device, sig, tuple(constexprs.values()), tuple(options.items()) if options else ())
-    kernel = _compiled.get(key) if sig is not None else None
-    if kernel is None or _hooked(_knobs.launch_enter_hook) or _hooked(_knobs.launch_exit_hook):
+    # The compiled kernels of ``fn`` live on ``fn`` (hashing a JITFunction costs a Python call),
+    # keyed per thread (Triton's own path, taken first in each thread, makes the device's
+    # context current), device, argument signature, constexprs and options.
+    compiled = fn.__dict__.get("_tk_compiled")
+    if compiled is None:
+        compiled = fn._tk_compiled = {}
+    key = (_thread_id(), device, sig, tuple(constexprs.values()), tuple(options.items()) if options else ())
+    entry = compiled.get(key) if sig is not None else None
+    if entry is not None:
+        enter, leave = _knobs.launch_enter_hook, _knobs.launch_exit_hook
+        if (enter is not None and getattr(enter, "calls", True)) or (leave is not None and getattr(leave, "calls", True)):
+            entry = None                        # a profiler's hooks: Triton's own path calls them
+    if entry is None:
         prepare()
         kernel = fn[grid](*args, **constexprs, **options)
         if sig is not None and list(constexprs) == fn.arg_names[len(args):]:
-            _compiled[key] = kernel
+            # what Triton's launch reads from the compiled kernel (``run`` is a property)
+            compiled[key] = (kernel.run, kernel.function, kernel.packed_metadata)
             if _knobs is None:
                 from triton import knobs
                 _knobs = knobs.runtime
         return
-    g1 = grid[1] if len(grid) > 1 else 1
-    g2 = grid[2] if len(grid) > 2 else 1
-    kernel.run(grid[0], g1, g2, cuda._stream_handle(device), kernel.function, kernel.packed_metadata,
-               None, None, None, *raw, *constexprs.values())
+    run, function, metadata = entry
+    n = len(grid)
+    run(grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1, cuda._stream_handle(device), function, metadata,
+        None, None, None, *raw, *constexprs.values())

@@ -27,6 +27,7 @@ import numpy as np
 from .. import _dispatch, cuda
 from .. import dtypes as D
 from .._tensor import Tensor
+from ..device import CPU
 from .codegen import MathNamespace, Program, Val, broadcast_strides, coalesce, load_source, render
 from ._launch import launch as _launch, pointer as _pointer
 
@@ -270,6 +271,9 @@ def _host_scalar(t: Tensor):
     return float(a.astype(np.float32)) if t.dtype in _HALF else a.item()
 
 
+_grids: dict = {}       # numel -> (grid, BLOCK_SIZE) of the flat kernel
+
+
 def _block(numel: int) -> int:
     return min(MAX_BLOCK, max(16, 1 << (numel - 1).bit_length()))
 
@@ -280,32 +284,45 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
     if numel == 0:
         return
     out_shape = outs[0]._shape
-    modes, call, flat = [], [], all(o.is_contiguous() for o in outs)
+    modes, call, flat = [], [], True
+    for o in outs:
+        if not o.is_contiguous():
+            flat = False
     for a, (_, dt) in zip(args, program.inputs):
-        if not isinstance(a, Tensor):
+        if type(a) is Tensor and a._shape == out_shape and a._storage.device is not CPU and (
+                a._contig or a.is_contiguous()):              # the common case first
+            modes.append("flat")
+            call.append(a)
+        elif type(a) is not Tensor and not isinstance(a, Tensor):
             modes.append("scalar")
             call.append(_scalar_arg(a, dt))
         elif a._storage.device.type == "cpu":        # a 0-d CPU tensor in a device op: a number
             modes.append("scalar")
             call.append(_scalar_arg(_host_scalar(a), dt))
-        elif a.numel() == 1:
-            modes.append("one")
-            call.append(_pointer(a))
         elif a._shape == out_shape and a.is_contiguous():
             modes.append("flat")
             call.append(a)
+        elif a.numel() == 1:
+            modes.append("one")
+            call.append(_pointer(a))
         else:
             modes.append("strided")
             call.append(a)
             flat = False
-    block = _block(numel)
-    grid = (-(-numel // block),)
+    grid = _grids.get(numel)
+    if grid is None:
+        if len(_grids) >= 4096:
+            _grids.clear()
+        block = _block(numel)
+        grid = _grids[numel] = (-(-numel // block),), block
+    grid, block = grid
     if flat:
         if cuda.EMULATED:
             call = [_pointer(o) for o in outs] + [_pointer(a) if m == "flat" else a for m, a in zip(modes, call)]
         else:
             call = outs + call          # on a GPU a tensor at its own offset is its own pointer
-        _launch(_kernel(program, tuple(modes), 0), grid, numel, *call, BLOCK_SIZE=block)
+        fn = _kernels.get((program, tuple(modes), 0)) or _kernel(program, tuple(modes), 0)
+        _launch(fn, grid, numel, *call, BLOCK_SIZE=block)
         return
     tensors = list(outs) + [a for m, a in zip(modes, call) if m in ("flat", "strided")]
     modes = tuple("strided" if m == "flat" else m for m in modes)

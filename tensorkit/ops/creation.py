@@ -41,12 +41,21 @@ def _size(size, op: str) -> tuple:
     return tuple(out)
 
 
+_layouts: dict = {}      # shape -> (numel, Size, contiguous strides); a program repeats its shapes
+
+
 def new_tensor(shape: tuple, dtype: D.DType, device: Device) -> Tensor:
     """A contiguous tensor with uninitialised memory (internal fast path: arguments checked)."""
-    n = 1
-    for s in shape:
-        n *= s
-    t = Tensor._make(allocate(n, dtype.numpy, device), 0, shape, contiguous_strides(shape), dtype)
+    layout = _layouts.get(shape) if type(shape) is not list else None
+    if layout is None:
+        n = 1
+        for s in shape:
+            n *= s
+        if len(_layouts) >= 4096:
+            _layouts.clear()
+        layout = _layouts[tuple(shape)] = (n, Size(shape), contiguous_strides(shape))
+    n, size, strides = layout
+    t = Tensor._make(allocate(n, dtype.numpy, device), 0, size, strides, dtype)
     t._contig = True
     return t
 

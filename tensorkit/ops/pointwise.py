@@ -103,6 +103,27 @@ class Pointwise:
         """Run on tensors / Python numbers. ``out=``: PyTorch's out argument (resized if its
         shape differs). ``_into``: write into this tensor, which the inputs broadcast to
         (in-place ops and ``copy_``)."""
+        if out is None and _into is None and len(args) == self.nin and type(args[0]) is Tensor:
+            # the common eager call: tensors of one shape on one device, or Python numbers
+            first = args[0]
+            device, shape = first._storage.device, first._shape
+            for a in args:
+                if type(a) is Tensor:
+                    if a._storage.device is not device or a._shape != shape:
+                        break
+                elif type(a) is not float and type(a) is not int and type(a) is not bool:
+                    break
+            else:
+                common, compute, result, program = self._plan(args)
+                if self.check is not None:
+                    self.check(common, args)
+                dest = new_tensor(shape, result, device)
+                kernel = _dispatch.KERNELS.get((self.name, device.type, common)) or \
+                    _dispatch.lookup(self.name, device.type, common)
+                kernel(program, args, [dest], dest.numel())
+                if _dispatch.observers:
+                    _dispatch.notify(self.name, args, (dest,), {"into": False})
+                return dest
         if len(args) != self.nin:
             raise TypeError(f"{self.name}() takes {self.nin} tensor arguments, got {len(args)}")
         tensors = [a for a in args if isinstance(a, Tensor)]
@@ -174,13 +195,14 @@ def _unalias(args, dest: Tensor):
 
 def _launch_on(device_type: str):
     """The kernel registered for every pointwise op on ``device_type``: that backend's
-    launcher, looked up at the first call (backends register after this module loads)."""
-    found = []
-
+    launcher, found at the first call (backends register after this module loads), which then
+    takes this stand-in's place in the dispatcher (one call less on every later op)."""
     def launch(program, args, outs, numel):
-        if not found:
-            found.append(_dispatch.pointwise_launcher(device_type))
-        found[0](program, args, outs, numel)
+        real = _dispatch.pointwise_launcher(device_type)
+        for key, fn in list(_dispatch.KERNELS.items()):
+            if fn is launch:
+                _dispatch.KERNELS[key] = real
+        real(program, args, outs, numel)
     return launch
 
 
