@@ -46,6 +46,9 @@ from .functional import (abs, absolute, acos, add, allclose, arccos, arcsin, arc
 from ._printing import get_printoptions, set_printoptions
 from ._dlpack import from_dlpack
 from . import _methods  # noqa: F401  (binds methods and operators onto Tensor)
+from . import autograd
+from .autograd import (enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled, no_grad,
+                       set_grad_enabled)
 
 float = float32  # noqa: A001
 double = float64

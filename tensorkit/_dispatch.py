@@ -6,7 +6,14 @@ undeclared combination raises NotImplementedError naming all three. There is no 
 fallback to another dtype or device.
 
 ``observers`` are called after each primitive runs (autograd records its graph there, the
-JIT's tracer records its trace); the list is empty unless one is active.
+JIT's tracer records its trace); the list is empty unless one is active. ``write_observers``
+are called before an op writes into an existing tensor (in-place ops, ``out=``), so autograd
+can refuse the write or keep the value it overwrites.
+
+``VJPS`` holds each primitive's backward (vector-Jacobian product), registered next to the
+op's definition in ``ops/`` with ``defvjp``; it lives here, below autograd, so ops never
+import autograd. A VJP is written with tensorkit ops, so it runs on every device and is
+itself differentiable.
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from .dtypes import DType
 
 KERNELS: dict[tuple[str, str, DType], Callable] = {}
 observers: list[Callable] = []
+write_observers: list[Callable] = []
 
 
 def register(op: str, device_type: str, dtypes) -> Callable:
@@ -63,3 +71,39 @@ def notify(op: str, inputs: tuple, outputs: tuple, params: dict) -> None:
     """Tell the observers (autograd, tracer) that ``op`` ran."""
     for fn in observers:
         fn(op, inputs, outputs, params)
+
+
+def notify_write(op: str, dest, inputs: tuple) -> None:
+    """Tell the write observers (autograd) that ``op`` is about to write into ``dest``."""
+    for fn in write_observers:
+        fn(op, dest, inputs)
+
+
+class VJP:
+    """The backward of one primitive: ``fn(g, node)`` returns one gradient (or None) per input.
+
+    ``node`` gives ``node.inputs`` (the inputs; tensors the VJP did not ask to save are None),
+    ``node.outputs`` (the outputs, when saved), ``node.params`` (what the op passed to
+    ``notify``) and ``node.shapes`` (each input's shape, or None for a number). ``g`` is the
+    gradient of the first output. ``save_inputs`` / ``save_outputs``: what the node keeps for
+    backward (only that is saved, and checked against in-place changes). ``view``: the op's
+    output shares its input's memory. ``pointwise``: ``fn(g, *inputs, out)`` instead, and the
+    gradients may have the broadcast shape (the engine sums them back to each input's shape).
+    """
+
+    __slots__ = ("fn", "save_inputs", "save_outputs", "view", "pointwise")
+
+    def __init__(self, fn, save_inputs=True, save_outputs=False, view=False, pointwise=False):
+        self.fn, self.save_inputs, self.save_outputs = fn, save_inputs, save_outputs
+        self.view, self.pointwise = view, pointwise
+
+
+VJPS: dict[str, VJP] = {}
+
+
+def defvjp(op: str, *, inputs: bool = True, outputs: bool = False, view: bool = False) -> Callable:
+    """Decorator: register ``fn(g, node)`` as the VJP of primitive ``op`` (see ``VJP``)."""
+    def deco(fn: Callable) -> Callable:
+        VJPS[op] = VJP(fn, inputs, outputs, view)
+        return fn
+    return deco

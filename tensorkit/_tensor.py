@@ -210,6 +210,8 @@ class Tensor:
         if self.grad_fn is not None and not value:
             raise RuntimeError("you can only change requires_grad flags of leaf variables; use .detach() "
                                "to get a tensor that does not require grad")
+        if value and _autograd_install is not None:
+            _autograd_install()
         self._requires_grad = bool(value)
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
@@ -343,6 +345,11 @@ class Tensor:
         # Pickling (DataLoader workers, multiprocessing) copies the data through numpy.
         from .ops.creation import _from_host
         return (_from_host, (np.array(self._host()), self.dtype, str(self.device), self._requires_grad))
+
+
+# set by tensorkit.autograd: starts recording the graph (called on the first requires_grad=True, so
+# that programs that never ask for gradients never pay for the recording observer)
+_autograd_install = None
 
 
 def _wrap_dim(dim: int, ndim: int, op: str = "") -> int:

@@ -207,10 +207,10 @@ def sigmoid(input) -> Tensor:
 
 
 def relu(input) -> Tensor:
-    """``max(input, 0)``; NaN stays NaN."""
+    """``max(input, 0)``; NaN stays NaN. Its gradient at 0 is 0, as PyTorch's."""
     if input.dtype is D.bool_:
         raise RuntimeError("Boolean inputs not supported for relu")
-    return P.maximum(input, 0)
+    return P.where(P.le(input, 0), 0, input)
 
 
 def clamp(input, min=None, max=None, *, out=None) -> Tensor:

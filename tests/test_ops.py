@@ -299,3 +299,117 @@ if given is not None:
         if tuple(x.shape) == expected.shape and not any(n > 1 and s == 0 for n, s in zip(x.shape, x.stride())):
             getattr(x, op + "_")(y)
             assert_close(x, expected, rtol=0, atol=0, msg=f"{op}_ in place")
+
+
+# ---- 9. gradients: finite differences on the CPU (float64), every device against the CPU ----------------------------
+from tensorkit.testing.opinfo import SampleInput, _tensors_in, grad_db  # noqa: E402
+
+_GRAD_INFOS = [i for i in op_db + grad_db if i.supports_grad]
+
+
+def _map_tree(x, fn):
+    if isinstance(x, tk.Tensor):
+        return fn(x)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_map_tree(v, fn) for v in x)
+    if isinstance(x, dict):
+        return {k: _map_tree(v, fn) for k, v in x.items()}
+    return x
+
+
+def _differentiable(info, s, dtype):
+    """(fn, inputs): the sample's tensors of ``dtype`` (floating) require grad and become fn's
+    arguments; fn calls the op with them (a fresh call each time, as gradcheck needs)."""
+    wrt = list({id(t): t for t in _tensors_in(s) if t.dtype is dtype}.values())
+    for t in wrt:
+        t.requires_grad_()
+
+    def fn(*xs):
+        sub = {id(t): x for t, x in zip(wrt, xs)}
+        call = _map_tree([s.input, list(s.args), s.kwargs], lambda t: sub.get(id(t), t))
+        return info.op(call[0], *call[1], **call[2])
+    return fn, tuple(wrt)
+
+
+def _float_outputs(r, dtype) -> list:
+    return [o for o in _outputs(r) if isinstance(o, tk.Tensor) and o.dtype.is_floating_point]
+
+
+def _grad_param(info, device="cpu"):
+    return pytest.param(info, id=f"{info.name}") if device == "cpu" else \
+        pytest.param(info, device, id=f"{info.name}-{device}")
+
+
+def _has_float64_gradient(info):
+    """Samples whose op has a float64 input and only float64 floating outputs (finite differences
+    need float64; int operands and casts to float32 have nothing to check)."""
+    def keep(s):
+        fn, inputs = _differentiable(info, s, D.float64)
+        with tk.no_grad():
+            outs = _float_outputs(fn(*inputs), D.float64) if inputs else []
+        return bool(outs) and all(o.dtype is D.float64 for o in outs)
+    return keep
+
+
+@pytest.mark.parametrize("info", [_grad_param(i) for i in _GRAD_INFOS if D.float64 in i.supported_dtypes("cpu")])
+def test_gradcheck(info):
+    checked = 0
+    for s in info.grad_samples("cpu", D.float64, limit=4, where=_has_float64_gradient(info)):
+        fn, inputs = _differentiable(info, s, D.float64)
+        checked += 1
+        try:
+            tk.autograd.gradcheck(fn, inputs)
+        except tk.autograd.GradcheckError as e:
+            pytest.fail(f"{info.name} {s}: {e}")
+    assert checked, f"{info.name}: no sample had a float64 gradient to check (mark the entry supports_grad=False?)"
+
+
+@pytest.mark.parametrize("info", [_grad_param(i) for i in _GRAD_INFOS
+                                  if i.supports_gradgrad and D.float64 in i.supported_dtypes("cpu")])
+def test_gradgradcheck(info):
+    checked = 0
+    for s in info.grad_samples("cpu", D.float64, limit=1, where=_has_float64_gradient(info)):
+        fn, inputs = _differentiable(info, s, D.float64)
+        checked += 1
+        try:
+            tk.autograd.gradgradcheck(fn, inputs)
+        except tk.autograd.GradcheckError as e:
+            pytest.fail(f"{info.name} {s}: {e}")
+    assert checked, f"{info.name}: no sample had a float64 gradient to check"
+
+
+@pytest.mark.parametrize("info", [pytest.param(i, id=i.name) for i in op_db if not i.supports_grad])
+def test_no_grad_entries_have_no_floating_output(info):
+    dtype = D.float64 if D.float64 in info.supported_dtypes("cpu") else info.supported_dtypes("cpu")[0]
+    for s in info.samples("cpu", dtype):
+        assert not _float_outputs(_call(info, s), dtype), f"{info.name} {s}: a floating output: check its gradient"
+
+
+_GRAD_DEVICE_CASES = [_grad_param(i, d) for i in _GRAD_INFOS for d in i.supported_devices()
+                      if d != "cpu" and D.float32 in i.supported_dtypes(d)]
+
+
+@pytest.mark.parametrize("info,device", _GRAD_DEVICE_CASES)
+def test_grad_device_matches_cpu(info, device):
+    rng = np.random.default_rng(0)
+    checked = 0
+    for s in info.grad_samples(device, D.float32, limit=1)[:2]:
+        fn, inputs = _differentiable(info, s, D.float32)
+        outs = _float_outputs(fn(*inputs), D.float32) if inputs else []
+        outs = [o for o in outs if o.requires_grad]
+        if not outs:
+            continue
+        checked += 1
+        gos = [rng.standard_normal(tuple(o.shape)).astype(np.float32) for o in outs]
+        grads = tk.autograd.grad(outs, inputs, [tk.tensor(g, device=device) for g in gos], allow_unused=True)
+        on_cpu = _map_tree([s.input, list(s.args), s.kwargs], lambda t: t.detach().cpu())
+        cpu_fn, cpu_inputs = _differentiable(info, SampleInput(on_cpu[0], tuple(on_cpu[1]), on_cpu[2]), D.float32)
+        cpu_outs = [o for o in _float_outputs(cpu_fn(*cpu_inputs), D.float32) if o.requires_grad]
+        expected = tk.autograd.grad(cpu_outs, cpu_inputs, [tk.tensor(g) for g in gos], allow_unused=True)
+        for i, (g, e) in enumerate(zip(grads, expected)):
+            assert (g is None) == (e is None), f"{info.name} {s}: input {i} has a gradient on one device only"
+            if g is not None:
+                assert g.device.type == device
+                assert_close(g.cpu(), e, rtol=1e-4, atol=1e-4, msg=f"{info.name} {s}: gradient of input {i}, "
+                                                                    f"{device} vs cpu")
+    assert checked, f"{info.name}: no sample had a float32 gradient on {device}"

@@ -512,6 +512,8 @@ def _fill(prim: str, out: Tensor, *params, generator=None, op: str | None = None
     """Run the random fill primitive ``prim`` into ``out`` (through a contiguous buffer when
     ``out`` is a strided view); ``params`` as the kernels take them."""
     gen = _generator_for(out.device, generator, op or prim)
+    if _dispatch.write_observers:        # autograd: refuse writes into leaves that require grad
+        _dispatch.notify_write(prim, out, ())
     if out.numel():
         dest = out if out.is_contiguous() else new_tensor(out._shape, out.dtype, out.device)
         _dispatch.lookup(prim, out.device.type, out.dtype)(dest, *params, gen)
@@ -521,6 +523,14 @@ def _fill(prim: str, out: Tensor, *params, generator=None, op: str | None = None
     if _dispatch.observers:
         _dispatch.notify(prim, tuple(p for p in params if isinstance(p, Tensor)), (out,), {"params": params})
     return out
+
+
+def _random_vjp(g, node):
+    return (None,) * len(node.next_functions)       # random values: no gradient to anything
+
+
+for _prim in ("uniform_", "normal_", "bernoulli_", "random_"):
+    _dispatch.defvjp(_prim, inputs=False)(_random_vjp)
 
 
 def _float_dtype(dtype, op: str) -> D.DType:
@@ -726,7 +736,10 @@ def copy_(input: Tensor, src, non_blocking: bool = False) -> Tensor:
         # into a device, the kernel is queued behind the transfer on the same stream.
         moved = transfer(src._storage, src._offset, src.numel(), input.device,
                          non_blocking and input.device.type != "cpu")
-        src = Tensor._make(moved, 0, src.shape, contiguous_strides(src.shape), src.dtype)
+        moved = Tensor._make(moved, 0, src.shape, contiguous_strides(src.shape), src.dtype)
+        if _dispatch.observers:
+            _dispatch.notify("to_device", (src,), (moved,), {})
+        src = moved
     copy(src, _into=input)
     return input
 
@@ -756,9 +769,16 @@ def to(input: Tensor, *args, dtype=None, device=None, non_blocking: bool = False
     if transfer is not None:          # a plain move: the transferred copy is the result, no kernel after it
         src = contiguous(input)
         moved = transfer(src._storage, src._offset, src.numel(), dev, non_blocking)
-        return _fresh(Tensor._make(moved, 0, src.shape, contiguous_strides(src.shape), dt))
+        r = _fresh(Tensor._make(moved, 0, src.shape, contiguous_strides(src.shape), dt))
+        if _dispatch.observers:
+            _dispatch.notify("to_device", (src,), (r,), {})
+        return r
     out = empty(input.shape, dtype=dt, device=dev)
     return _fresh(copy_(out, input, non_blocking))
+
+
+# a move between devices: the gradient moves back (the engine puts gradients on their input's device)
+_dispatch.defvjp("to_device", inputs=False)(lambda g, node: (g,))
 
 
 def pin_memory(input: Tensor, device=None) -> Tensor:

@@ -183,6 +183,8 @@ def index_put_(input: Tensor, indices, values: Tensor, accumulate: bool = False,
     if values._storage is input._storage:     # x[i] = x[j]: read everything before writing
         values = clone(values)
     indices = [clone(i) if i is not None and i._storage is input._storage else i for i in indices]   # x[x] = v
+    if _dispatch.write_observers:       # autograd: refuse writes into leaves that require grad
+        _dispatch.notify_write("index_put", input, (input, values))
     _run_checked("index_put", input, indices, dims, _negative, expand(values, shape), reduce, _include_self)
     input._bump_version()
     if _dispatch.observers:
@@ -192,6 +194,38 @@ def index_put_(input: Tensor, indices, values: Tensor, accumulate: bool = False,
 
 
 _index = index      # the functions below take an argument named `index`, as PyTorch's do
+
+
+def _index_list(node, first: int) -> list:
+    """The index tensors of an index / index_put node as a per-dim list (None: the whole dim)."""
+    dims = node.params["dims"]
+    out = [None] * (dims[-1] + 1 if dims else 0)
+    for d, t in zip(dims, node.inputs[first:]):
+        out[d] = t
+    return out
+
+
+@_dispatch.defvjp("index", inputs=slice(1, None))
+def _index_vjp(g, node):
+    # every element picked gets its gradient; an element picked twice gets both (accumulate)
+    z = full(node.shapes[0], 0, dtype=g.dtype, device=g.device)
+    idx = _index_list(node, 1)
+    return (index_put_(z, idx, g, accumulate=True),) + (None,) * (len(node.inputs) - 1)
+
+
+@_dispatch.defvjp("index_put", inputs=slice(2, None))
+def _index_put_vjp(g, node):
+    # written positions: the values' gradient is g there, the old input's is 0 (or g, when
+    # accumulate added the values to the old ones)
+    reduce, idx = node.params["reduce"], _index_list(node, 2)
+    if reduce not in (None, "sum"):
+        raise NotImplementedError(f"the derivative of index_put/scatter_reduce with reduce='{reduce}' is not "
+                                  f"implemented (only plain writes and 'sum')")
+    if reduce == "sum" and node.params["include_self"]:
+        g_input = g
+    else:
+        g_input = index_put_(clone(g), idx, full((), 0, dtype=g.dtype, device=g.device))
+    return (g_input, _index(g, idx)) + (None,) * (len(node.inputs) - 2)
 
 
 def _broadcasts_to(shape, target) -> bool:
@@ -306,6 +340,12 @@ def _split(x: Tensor, index) -> tuple:
             basic.append(i)
     view = _basic(x, tuple(basic))
     return view, (advanced if any(i is not None for i in advanced) else None)
+
+
+@_dispatch.defvjp("getitem", inputs=False, view=True)
+def _getitem_vjp(g, node):
+    from .view import _embed
+    return (_embed(g, node.shapes[0], lambda z: _basic(z, node.params["index"])),)
 
 
 def getitem(x: Tensor, index) -> Tensor:

@@ -131,3 +131,12 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     p = bmm(batch1, batch2)
     p = p * alpha if alpha != 1 else p
     return p if beta == 0 else p + (input if beta == 1 else input * beta)
+
+
+# ---- backward ---------------------------------------------------------------------------------------
+@_dispatch.defvjp("matmul")
+def _matmul_vjp(g, node):
+    # batch dims that were broadcast are summed back by the engine (to each input's shape)
+    a, b = node.inputs
+    needs = node.needs
+    return (matmul(g, b.mT) if needs[0] else None), (matmul(a.mT, g) if needs[1] else None)

@@ -61,7 +61,9 @@ class Pointwise:
         self.promote_args = promote_args       # indices of args taking part in promotion
         self.check = check                     # check(common_dtype, args) -> raises on bad input
         self.any_cast = any_cast               # may write into any dtype (copy/cast)
-        self.vjp = vjp
+        self.vjp = vjp                         # _dispatch.VJP from _vjp(...): the backward
+        if vjp is not None:
+            _dispatch.VJPS[name] = vjp
         self._programs: dict = {}
         self._plans: dict = {}
         for device_type in ("cpu", "cuda"):
@@ -152,6 +154,8 @@ class Pointwise:
                 break
         dest = _into if _into is not None else out
         if dest is not None:
+            if _dispatch.write_observers:          # autograd: refuse writes into leaves, keep overwritten values
+                _dispatch.notify_write(self.name, dest, args)
             if not self.any_cast and not D.can_cast(result, dest.dtype):
                 raise RuntimeError(f"{self.name}: result type {result} can't be cast to the desired output "
                                    f"type {dest.dtype}")
@@ -260,45 +264,131 @@ def _pow_check(common, args):
             raise RuntimeError("pow: integers to negative integer powers are not allowed")
 
 
+# ---- backward ------------------------------------------------------------------------------
+# A pointwise VJP is fn(g, *inputs, out) -> one gradient per input, written with tensorkit ops
+# (so it runs on every device and is differentiable again). Gradients may keep the broadcast
+# shape and the computation dtype: the engine sums them back to each input's shape and casts
+# to its dtype. Inputs the VJP does not save arrive as None (Python numbers always arrive).
+def _vjp(fn, inputs=True, out=False):
+    """Declare a pointwise VJP; ``inputs`` (True, False or the positions) and ``out`` say what
+    the node saves."""
+    return _dispatch.VJP(fn, inputs, out, pointwise=True)
+
+
+def _num(x) -> bool:
+    """A Python number operand: it gets no gradient (none is computed)."""
+    return isinstance(x, (int, float, bool))
+
+
+def _zeros(g, *args):
+    from .creation import zeros_like
+    return tuple(None if _num(a) else zeros_like(g) for a in args[:-1])
+
+
+_ZERO = _vjp(_zeros, inputs=False)      # piecewise constant (floor, sign, ...): zero almost everywhere
+
+
+def _div_vjp(g, a, b, out):
+    return (None if _num(a) else g / b), (None if _num(b) else -g * a / (b * b))
+
+
+def _pow_vjp(g, a, b, out):
+    ga = gb = None
+    if not _num(a):   # PyTorch: exponent 0 gives gradient 0 (not 0 * a**-1, which is nan at a = 0)
+        ga = (g * 0 if b == 0 else g * b * pow(a, b - 1)) if _num(b) else where(b == 0, 0.0, g * b * pow(a, b - 1))
+    if not _num(b):   # d/db a**b = a**b log(a); PyTorch takes 0 where a = 0 and b >= 0
+        if _num(a):
+            gb = g * pow(a, b) * (math.log(a) if a > 0 else math.nan) if a != 0 else where(b >= 0, 0.0, g * math.inf)
+        else:
+            gb = where(logical_and(a == 0, b >= 0), 0.0, g * pow(a, b) * log(a))
+    return ga, gb
+
+
+def _atan2_vjp(g, a, b, out):
+    scale = g / (a * a + b * b)
+    return (None if _num(a) else scale * b), (None if _num(b) else -scale * a)
+
+
+def _extreme_vjp(win, lose):
+    """maximum/minimum: PyTorch splits the gradient of ties evenly between both operands. A
+    Python number bound (clamp) is not an operand of torch.maximum: as PyTorch's clamp, the
+    tensor takes the whole gradient at the bound."""
+    def fn(g, a, b, out):
+        if _num(b):
+            return where(win(a, b) | (a == b), g, 0.0), None
+        if _num(a):
+            return None, where(win(b, a) | (a == b), g, 0.0)
+        half = where(a == b, g / 2, g)
+        return where(lose(a, b), 0.0, half), where(win(a, b), 0.0, half)
+    return _vjp(fn)
+
+
+def _where_vjp(g, c, a, b, out):
+    return None, (None if _num(a) else where(c, g, 0.0)), (None if _num(b) else where(c, 0.0, g))
+
+
+_LN2, _LN10, _2_SQRT_PI = math.log(2.0), math.log(10.0), 2.0 / math.sqrt(math.pi)
+
 # ---- the table -----------------------------------------------------------------------------
-add = Pointwise("add", lambda m, a, b: a + b)
+add = Pointwise("add", lambda m, a, b: a + b, vjp=_vjp(lambda g, a, b, out: (g, None if _num(b) else g), False))
 sub = Pointwise("sub", lambda m, a, b: a - b, check=_no_bool(
     "Subtraction, the `-` operator, with two bool tensors is not supported. "
-    "Use the `^` or `logical_xor()` operator instead."))
-mul = Pointwise("mul", lambda m, a, b: a * b)
-div = Pointwise("div", lambda m, a, b: a / b, INT_TO_FLOAT, FLOATS)
-floor_divide = Pointwise("floor_divide", lambda m, a, b: m.floordiv(a, b), SAME, NUMERIC, check=_int_div_check)
-trunc_divide = Pointwise("trunc_divide", lambda m, a, b: m.truncdiv(a, b), SAME, NUMERIC, check=_int_div_check)
-remainder = Pointwise("remainder", lambda m, a, b: m.remainder(a, b), SAME, NUMERIC, check=_int_div_check)
-fmod = Pointwise("fmod", lambda m, a, b: m.fmod(a, b), SAME, NUMERIC, check=_int_div_check)
-pow = Pointwise("pow", lambda m, a, b: m.pow(a, b), SAME, NUMERIC, check=_pow_check)
-atan2 = Pointwise("atan2", lambda m, a, b: m.arctan2(a, b), INT_TO_FLOAT, FLOATS)
-maximum = Pointwise("maximum", lambda m, a, b: m.maximum(a, b))
-minimum = Pointwise("minimum", lambda m, a, b: m.minimum(a, b))
+    "Use the `^` or `logical_xor()` operator instead."),
+    vjp=_vjp(lambda g, a, b, out: (None if _num(a) else g, None if _num(b) else -g), False))
+mul = Pointwise("mul", lambda m, a, b: a * b,
+                vjp=_vjp(lambda g, a, b, out: (None if _num(a) else g * b, None if _num(b) else g * a)))
+div = Pointwise("div", lambda m, a, b: a / b, INT_TO_FLOAT, FLOATS, vjp=_vjp(_div_vjp))
+floor_divide = Pointwise("floor_divide", lambda m, a, b: m.floordiv(a, b), SAME, NUMERIC, check=_int_div_check,
+                         vjp=_ZERO)
+trunc_divide = Pointwise("trunc_divide", lambda m, a, b: m.truncdiv(a, b), SAME, NUMERIC, check=_int_div_check,
+                         vjp=_ZERO)
+# a % b = a - floor(a / b) * b, fmod(a, b) = a - trunc(a / b) * b: the quotient is piecewise constant
+remainder = Pointwise("remainder", lambda m, a, b: m.remainder(a, b), SAME, NUMERIC, check=_int_div_check,
+                      vjp=_vjp(lambda g, a, b, out: (g, None if _num(b) else -g * floor_divide(a, b))))
+fmod = Pointwise("fmod", lambda m, a, b: m.fmod(a, b), SAME, NUMERIC, check=_int_div_check,
+                 vjp=_vjp(lambda g, a, b, out: (g, None if _num(b) else -g * trunc_divide(a, b))))
+pow = Pointwise("pow", lambda m, a, b: m.pow(a, b), SAME, NUMERIC, check=_pow_check, vjp=_vjp(_pow_vjp))
+atan2 = Pointwise("atan2", lambda m, a, b: m.arctan2(a, b), INT_TO_FLOAT, FLOATS, vjp=_vjp(_atan2_vjp))
+maximum = Pointwise("maximum", lambda m, a, b: m.maximum(a, b), vjp=_extreme_vjp(lambda a, b: a > b, lambda a, b: a < b))
+minimum = Pointwise("minimum", lambda m, a, b: m.minimum(a, b), vjp=_extreme_vjp(lambda a, b: a < b, lambda a, b: a > b))
 
 neg = Pointwise("neg", lambda m, x: -x, SAME, NUMERIC, check=_no_bool(
     "Negation, the `-` operator, on a bool tensor is not supported. If you are trying to invert a mask, "
-    "use the `~` or `logical_not()` operator instead."))
-abs = Pointwise("abs", lambda m, x: m.abs(x), SAME, NUMERIC)
-sign = Pointwise("sign", lambda m, x: m.sign(x))
-floor = Pointwise("floor", lambda m, x: m.floor(x) if x.dtype.is_floating_point else x, SAME, NUMERIC)
-ceil = Pointwise("ceil", lambda m, x: m.ceil(x) if x.dtype.is_floating_point else x, SAME, NUMERIC)
-trunc = Pointwise("trunc", lambda m, x: m.trunc(x) if x.dtype.is_floating_point else x, SAME, NUMERIC)
-round = Pointwise("round", lambda m, x: m.round(x) if x.dtype.is_floating_point else x, SAME, NUMERIC)
+    "use the `~` or `logical_not()` operator instead."), vjp=_vjp(lambda g, x, out: (-g,), False))
+abs = Pointwise("abs", lambda m, x: m.abs(x), SAME, NUMERIC, vjp=_vjp(lambda g, x, out: (g * sign(x),)))  # abs'(0) = 0
+sign = Pointwise("sign", lambda m, x: m.sign(x), vjp=_ZERO)
+floor = Pointwise("floor", lambda m, x: m.floor(x) if x.dtype.is_floating_point else x, SAME, NUMERIC, vjp=_ZERO)
+ceil = Pointwise("ceil", lambda m, x: m.ceil(x) if x.dtype.is_floating_point else x, SAME, NUMERIC, vjp=_ZERO)
+trunc = Pointwise("trunc", lambda m, x: m.trunc(x) if x.dtype.is_floating_point else x, SAME, NUMERIC, vjp=_ZERO)
+round = Pointwise("round", lambda m, x: m.round(x) if x.dtype.is_floating_point else x, SAME, NUMERIC, vjp=_ZERO)
 
+# name: (scalar body, VJP)
 _UNARY_FLOAT = {
-    "exp": lambda m, x: m.exp(x), "exp2": lambda m, x: m.exp2(x), "expm1": lambda m, x: m.expm1(x),
-    "log": lambda m, x: m.log(x), "log2": lambda m, x: m.log2(x), "log10": lambda m, x: m.log10(x),
-    "log1p": lambda m, x: m.log1p(x), "sqrt": lambda m, x: m.sqrt(x), "rsqrt": lambda m, x: 1 / m.sqrt(x),
-    "sin": lambda m, x: m.sin(x), "cos": lambda m, x: m.cos(x), "tan": lambda m, x: m.tan(x),
-    "asin": lambda m, x: m.arcsin(x), "acos": lambda m, x: m.arccos(x), "atan": lambda m, x: m.arctan(x),
-    "sinh": lambda m, x: m.sinh(x), "cosh": lambda m, x: m.cosh(x), "tanh": lambda m, x: m.tanh(x),
-    "erf": lambda m, x: m.erf(x), "erfc": lambda m, x: m.erfc(x),
+    "exp": (lambda m, x: m.exp(x), _vjp(lambda g, x, out: (g * out,), False, True)),
+    "exp2": (lambda m, x: m.exp2(x), _vjp(lambda g, x, out: (g * out * _LN2,), False, True)),
+    "expm1": (lambda m, x: m.expm1(x), _vjp(lambda g, x, out: (g * (out + 1),), False, True)),
+    "log": (lambda m, x: m.log(x), _vjp(lambda g, x, out: (g / x,))),
+    "log2": (lambda m, x: m.log2(x), _vjp(lambda g, x, out: (g / (x * _LN2),))),
+    "log10": (lambda m, x: m.log10(x), _vjp(lambda g, x, out: (g / (x * _LN10),))),
+    "log1p": (lambda m, x: m.log1p(x), _vjp(lambda g, x, out: (g / (x + 1),))),
+    "sqrt": (lambda m, x: m.sqrt(x), _vjp(lambda g, x, out: (g / (out * 2),), False, True)),
+    "rsqrt": (lambda m, x: 1 / m.sqrt(x), _vjp(lambda g, x, out: (g * pow(out, 3) * -0.5,), False, True)),
+    "sin": (lambda m, x: m.sin(x), _vjp(lambda g, x, out: (g * cos(x),))),
+    "cos": (lambda m, x: m.cos(x), _vjp(lambda g, x, out: (-g * sin(x),))),
+    "tan": (lambda m, x: m.tan(x), _vjp(lambda g, x, out: (g * (out * out + 1),), False, True)),
+    "asin": (lambda m, x: m.arcsin(x), _vjp(lambda g, x, out: (g * rsqrt(1 - x * x),))),
+    "acos": (lambda m, x: m.arccos(x), _vjp(lambda g, x, out: (-g * rsqrt(1 - x * x),))),
+    "atan": (lambda m, x: m.arctan(x), _vjp(lambda g, x, out: (g / (x * x + 1),))),
+    "sinh": (lambda m, x: m.sinh(x), _vjp(lambda g, x, out: (g * cosh(x),))),
+    "cosh": (lambda m, x: m.cosh(x), _vjp(lambda g, x, out: (g * sinh(x),))),
+    "tanh": (lambda m, x: m.tanh(x), _vjp(lambda g, x, out: (g * (1 - out * out),), False, True)),
+    "erf": (lambda m, x: m.erf(x), _vjp(lambda g, x, out: (g * exp(-x * x) * _2_SQRT_PI,))),
+    "erfc": (lambda m, x: m.erfc(x), _vjp(lambda g, x, out: (g * exp(-x * x) * -_2_SQRT_PI,))),
 }
 _g = globals()
-for _name, _body in _UNARY_FLOAT.items():
-    _g[_name] = Pointwise(_name, _body, INT_TO_FLOAT, FLOATS)
-del _g, _name, _body
+for _name, (_body, _grad) in _UNARY_FLOAT.items():
+    _g[_name] = Pointwise(_name, _body, INT_TO_FLOAT, FLOATS, vjp=_grad)
+del _g, _name, _body, _grad
 
 isnan = Pointwise("isnan", lambda m, x: m.isnan(x), TO_BOOL)
 isinf = Pointwise("isinf", lambda m, x: m.isinf(x), TO_BOOL)
@@ -324,8 +414,9 @@ bitwise_left_shift = Pointwise("bitwise_left_shift", lambda m, a, b: m.shift_lef
 bitwise_right_shift = Pointwise("bitwise_right_shift", lambda m, a, b: m.shift_right(a, b), SAME, INTS)
 
 # where(cond, a, b): cond takes no part in promotion; it is cast to the compute dtype and tested.
-where = Pointwise("where", lambda m, c, a, b: m.where(c != 0, a, b), promote_args=(1, 2))
+where = Pointwise("where", lambda m, c, a, b: m.where(c != 0, a, b), promote_args=(1, 2),
+                  vjp=_vjp(_where_vjp, inputs=(0,)))
 # copy/cast: an identity body; the result dtype is the destination's (see ops.creation.copy_).
-copy = Pointwise("copy", lambda m, x: x, any_cast=True)
+copy = Pointwise("copy", lambda m, x: x, any_cast=True, vjp=_vjp(lambda g, x, out: (g,), False))
 
 __all__ = [n for n, v in globals().items() if isinstance(v, Pointwise)]

@@ -9,6 +9,7 @@ composites in ``functional`` terms, written here beside the primitives they use.
 from __future__ import annotations
 
 import builtins
+import math
 from collections import namedtuple
 
 from .. import _dispatch
@@ -300,3 +301,182 @@ def log_softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
     """``x - logsumexp(x)`` along ``dim``, in one kernel."""
     x = _float_input(_cast_input(input, dtype))
     return _along("log_softmax", x, dim, None, lambda d: d)
+
+
+def sum_to_size(input: Tensor, *size) -> Tensor:
+    """Sum ``input`` down to ``size``, a shape it broadcasts from: the leading dims it lacks
+    and its size-1 dims are summed (how gradients undo broadcasting).
+
+    Example::
+
+        >>> tk.ones(2, 3, 4).sum_to_size(3, 1).shape
+        tk.Size([3, 1])
+    """
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = size[0]
+    size = tuple(size)
+    lead = input.ndim - len(size)
+    if lead < 0 or builtins.any(s != 1 and s != n for s, n in zip(size, input.shape[lead:])):
+        raise RuntimeError(f"sum_to_size: size {list(size)} is not expandable to the tensor's size "
+                           f"{list(input.shape)}")
+    dims = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(size) if s == 1 and input.shape[lead + i] != 1)
+    if not dims:
+        return input
+    r = sum(input, dims, keepdim=True)
+    return r.reshape(size) if lead else r
+
+
+# ---- backward (see _dispatch.VJP: fn(g, node) -> one gradient per input) ------------------------------
+def _keep(t: Tensor, node) -> Tensor:
+    """A reduction's result (or its gradient) with the reduced dims back as size-1 dims."""
+    if node.params["keepdim"]:
+        return t
+    shape = list(node.shapes[0])
+    for d in node.params["dims"]:
+        shape[d] = 1
+    return t.reshape(shape)
+
+
+def _count(node) -> int:
+    n = 1
+    for d in node.params["dims"]:
+        n *= node.shapes[0][d]
+    return n
+
+
+@_dispatch.defvjp("sum", inputs=False)
+def _sum_vjp(g, node):
+    return (_keep(g, node).expand(node.shapes[0]),)
+
+
+def _exclusive_cumprod(x: Tensor) -> Tensor:
+    """Along the last dim: ``out[i] = x[0] * ... * x[i-1]`` (1 for i = 0), exact with zeros."""
+    from .creation import ones
+    one = ones(x.shape[:-1] + (1,), dtype=x.dtype, device=x.device)
+    from .shape import cat
+    return cat([one, cumprod(x[..., :-1], -1)], -1)
+
+
+@_dispatch.defvjp("prod")
+def _prod_vjp(g, node):
+    # d prod / d x_i = the product of the other elements: (product before i) * (product after i),
+    # exact when some are zero (g * out / x is not)
+    x, dims = node.inputs[0], node.params["dims"]
+    g = _keep(g, node)
+    if not dims:
+        return (g,)
+    if x.numel() == 0:
+        from .creation import zeros_like
+        return (zeros_like(x),)
+    order = [d for d in range(x.ndim) if d not in dims] + list(dims)
+    xt = x.permute(order)
+    flat = xt.reshape(tuple(xt.shape[:x.ndim - len(dims)]) + (-1,))
+    from .shape import flip
+    others = _exclusive_cumprod(flat) * flip(_exclusive_cumprod(flip(flat, -1)), -1)
+    inverse = [order.index(d) for d in range(x.ndim)]
+    return (g * others.reshape(xt.shape).permute(inverse),)
+
+
+@_dispatch.defvjp("var")
+def _var_vjp(g, node):
+    x, dims = node.inputs[0], node.params["dims"]
+    n = _count(node) - node.params["correction"]
+    scale = 2.0 / n if n else math.inf
+    return (_keep(g, node) * (x - mean(x, dims, keepdim=True)) * scale,)
+
+
+def _extreme_vjp(g, node):
+    # PyTorch's amax/amin backward: ties share the gradient evenly
+    x, out, dims = node.inputs[0], _keep(node.outputs[0], node), node.params["dims"]
+    mask = x == out
+    return (mask.where(_keep(g, node) / sum(mask, dims, keepdim=True), 0.0),)
+
+
+_dispatch.defvjp("amax", outputs=True)(_extreme_vjp)
+_dispatch.defvjp("amin", outputs=True)(_extreme_vjp)
+
+
+def _with_indices_vjp(g, node):
+    # values picked by index: the gradient goes to the index reported (no splitting), as PyTorch
+    dims = node.params["dims"]
+    if not dims:
+        return (g,)
+    from .creation import zeros
+    from .indexing import scatter
+    z = zeros(node.shapes[0], dtype=g.dtype, device=g.device)
+    return (scatter(z, dims[0], _keep(node.outputs[1], node), _keep(g, node)),)
+
+
+_dispatch.defvjp("max_with_indices", inputs=False, outputs=(1,))(_with_indices_vjp)
+_dispatch.defvjp("min_with_indices", inputs=False, outputs=(1,))(_with_indices_vjp)
+
+
+@_dispatch.defvjp("logsumexp", outputs=True)
+def _logsumexp_vjp(g, node):
+    x = node.inputs[0]
+    return (_keep(g, node) * (x - _keep(node.outputs[0], node)).exp(),)
+
+
+@_dispatch.defvjp("norm", outputs=True)
+def _norm_vjp(g, node):
+    x, p, dims = node.inputs[0], node.params["p"], node.params["dims"]
+    out, g = _keep(node.outputs[0], node), _keep(g, node)
+    if p == 0:
+        from .creation import zeros_like
+        return (zeros_like(x),)
+    if p == 1:
+        return (g * x.sign(),)
+    if math.isinf(p):           # as amax/amin of |x|: ties share the gradient
+        mask = x.abs() == out
+        return (mask.where(g * x.sign() / sum(mask, dims, keepdim=True), 0.0),)
+    # d/dx (sum |x|^p)^(1/p) = sign(x) |x|^(p-1) / norm^(p-1); 0 where the norm is 0
+    scaled = x if p == 2 else x.sign() * x.abs() ** (p - 1)
+    return ((out == 0).where(0.0, g * scaled / (out if p == 2 else out ** (p - 1))),)
+
+
+@_dispatch.defvjp("cumsum", inputs=False)
+def _cumsum_vjp(g, node):
+    if not node.params["dims"]:
+        return (g,)
+    from .shape import flip
+    d = node.params["dims"][0]
+    return (flip(cumsum(flip(g, d), d), d),)
+
+
+_CUMPROD_SQUARE = 128    # dims up to this size take the exact O(n^2) backward (zeros allowed)
+
+
+@_dispatch.defvjp("cumprod", outputs=True)
+def _cumprod_vjp(g, node):
+    # out_j = prod_{k<=j} x_k, so d out_j / d x_i = prod_{k<=j, k!=i} x_k for j >= i: with
+    # M[i, k] = x_k (1 at k = i), that is cumprod(M)[i, j] -- exact with zeros, O(n^2) memory
+    if not node.params["dims"]:
+        return (g,)
+    d = node.params["dims"][0]
+    x, out = node.inputs[0], node.outputs[0]
+    n = x.shape[d]
+    if n > _CUMPROD_SQUARE:
+        if bool((x == 0).any()):
+            raise NotImplementedError(f"cumprod backward: a dim of {n} (> {_CUMPROD_SQUARE}) elements with zeros "
+                                      f"in it is not supported")
+        from .shape import flip
+        return (flip(cumsum(flip(g * out, d), d), d) / x,)
+    from .creation import arange
+    xl, gl = x.movedim(d, -1), g.movedim(d, -1)
+    i = arange(n, device=x.device)
+    m = (i.unsqueeze(1) == i).where(1.0, xl.unsqueeze(-2)).to(x.dtype)      # [..., i, k]
+    upper = i.unsqueeze(0) >= i.unsqueeze(1)                                 # j >= i
+    grad = (upper.where(m.cumprod(-1) * gl.unsqueeze(-2), 0.0)).sum(-1)
+    return (grad.movedim(-1, d),)
+
+
+@_dispatch.defvjp("softmax", inputs=False, outputs=True)
+def _softmax_vjp(g, node):
+    out, dims = node.outputs[0], node.params["dims"]
+    return (out * (g - sum(g * out, dims, keepdim=True)),)
+
+
+@_dispatch.defvjp("log_softmax", inputs=False, outputs=True)
+def _log_softmax_vjp(g, node):
+    out, dims = node.outputs[0], node.params["dims"]
+    return (g - out.exp() * sum(g, dims, keepdim=True),)

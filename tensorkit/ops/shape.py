@@ -130,3 +130,12 @@ def tril(input: Tensor, diagonal: int = 0) -> Tensor:
 def triu(input: Tensor, diagonal: int = 0) -> Tensor:
     """The upper triangle of the last two dims (elements with ``col - row >= diagonal``)."""
     return _triangle(input, diagonal, False, "triu")
+
+
+@_dispatch.defvjp("cat", inputs=False)
+def _cat_vjp(g, node):
+    d, start, grads = node.params["dim"], 0, []
+    for shape in node.shapes:
+        grads.append(g.narrow(d, start, shape[d]))
+        start += shape[d]
+    return tuple(grads)

@@ -388,3 +388,84 @@ def unfold(input: Tensor, dimension: int, size: int, step: int) -> Tensor:
     strides[d] = strides[d] * step
     return _view(input, tuple(shape) + (size,), tuple(strides) + (input._strides[d],), input._offset,
                  "unfold", {"dim": d, "size": size, "step": step})
+
+
+# ---- backward (see _dispatch.VJP: fn(g, node) -> one gradient per input) ------------------------------
+# A view's gradient puts g back where the view took its elements from: a reshape or permute
+# back for the bijective views, zeros with g copied into the same view of them for the
+# slicing ones, and a scatter-add for views whose elements overlap (expand, unfold, as_strided).
+@_dispatch.defvjp("view", inputs=False, view=True)
+def _reshape_back(g, node):
+    return (reshape(g, node.shapes[0]),)
+
+
+_dispatch.defvjp("squeeze", inputs=False, view=True)(_reshape_back)
+_dispatch.defvjp("unsqueeze", inputs=False, view=True)(_reshape_back)
+
+
+@_dispatch.defvjp("permute", inputs=False, view=True)
+def _permute_vjp(g, node):
+    dims = node.params["dims"]
+    return (permute(g, tuple(dims.index(d) for d in range(len(dims)))),)
+
+
+@_dispatch.defvjp("expand", inputs=False, view=True)
+def _expand_vjp(g, node):
+    from .reduction import sum_to_size
+    return (sum_to_size(g, node.shapes[0]),)
+
+
+def _embed(g: Tensor, shape, take) -> Tensor:
+    """Zeros of ``shape`` with ``g`` written into ``take(zeros)`` (a non-overlapping view)."""
+    from .creation import zeros
+    z = zeros(shape, dtype=g.dtype, device=g.device)
+    take(z).copy_(g)
+    return z
+
+
+@_dispatch.defvjp("narrow", inputs=False, view=True)
+def _narrow_vjp(g, node):
+    p = node.params
+    return (_embed(g, node.shapes[0], lambda z: narrow(z, p["dim"], p["start"], p["length"])),)
+
+
+@_dispatch.defvjp("select", inputs=False, view=True)
+def _select_vjp(g, node):
+    return (_embed(g, node.shapes[0], lambda z: select(z, node.params["dim"], node.params["index"])),)
+
+
+@_dispatch.defvjp("diagonal", inputs=False, view=True)
+def _diagonal_vjp(g, node):
+    p = node.params
+    return (_embed(g, node.shapes[0], lambda z: diagonal(z, p["offset"], p["dim1"], p["dim2"])),)
+
+
+def _scatter_add(g: Tensor, shape, positions: Tensor) -> Tensor:
+    """Zeros of ``shape`` (flat) with ``g`` added at the flat ``positions`` (duplicates add up)."""
+    from .creation import zeros
+    flat = zeros((int(np.prod(shape)),), dtype=g.dtype, device=g.device)
+    return flat.index_put_((positions.reshape(-1),), g.reshape(-1), accumulate=True).reshape(shape)
+
+
+@_dispatch.defvjp("unfold", inputs=False, view=True)
+def _unfold_vjp(g, node):
+    from .creation import arange
+    shape, p = node.shapes[0], node.params
+    pos = unfold(arange(int(np.prod(shape)), device=g.device).reshape(shape), p["dim"], p["size"], p["step"])
+    return (_scatter_add(g, shape, pos),)
+
+
+@_dispatch.defvjp("as_strided", view=True)
+def _as_strided_vjp(g, node):
+    # size/stride/offset address the storage: find which of the input's elements each view
+    # element is, through a table of the storage (-1 where the input has no element)
+    from .creation import arange, full
+    x, p = node.inputs[0], node.params
+    table = full((x._storage.data.shape[0],), -1, device=g.device)
+    as_strided(table, x.shape, x.stride(), x.storage_offset()).copy_(arange(x.numel(), device=g.device).reshape(x.shape))
+    pos = as_strided(table, p["size"], p["stride"], p["offset"])
+    if pos.numel() and bool((pos < 0).any()):
+        raise RuntimeError(f"as_strided backward: the view (size {list(p['size'])}, stride {list(p['stride'])}, offset "
+                           f"{p['offset']}) reads memory outside its input (shape {list(x.shape)}, strides "
+                           f"{list(x.stride())}, offset {x.storage_offset()}); its gradient is not defined")
+    return (_scatter_add(g, tuple(x.shape), pos),)

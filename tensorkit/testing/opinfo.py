@@ -193,6 +193,10 @@ class OpInfo:
     # dtypes tensorkit accepts where PyTorch raises, each a deliberate extension: {dtypes: why}
     torch_rejects: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
+    # gradients: gradcheck / gradgradcheck in float64 on the CPU, and every device vs the CPU
+    supports_grad: bool = True               # False: no floating output (comparisons, argmax, ...)
+    supports_gradgrad: bool = True
+    grad_skip: dict = field(default_factory=dict)  # sample name (substring) -> why its gradient is not checked
 
     def __post_init__(self):
         if not self.declared:
@@ -230,6 +234,38 @@ class OpInfo:
 
     def errors(self, device: str) -> Iterable[ErrorInput]:
         return self.error_inputs(self, device) if self.error_inputs else ()
+
+    def grad_samples(self, device: str, dtype: D.DType, limit: int | None = None, where=None) -> list[SampleInput]:
+        """Samples to check gradients on: finite values only (no nan/inf samples), not those in
+        ``grad_skip``, those ``where(sample)`` accepts; with ``limit``, the first ``limit`` of
+        them plus the first strided one."""
+        out = []
+        for s in self.samples(device, dtype):
+            if any(k in s.name for k in self.grad_skip) or not _all_finite(s) or (where and not where(s)):
+                continue
+            out.append(s)
+        if limit is not None and len(out) > limit:
+            strided = [s for s in out[limit:] if any(not t.is_contiguous() for t in _tensors_in(s))]
+            out = out[:limit] + strided[:1]
+        return out
+
+
+def _tensors_in(x) -> list:
+    """Every tensor in a sample (or a nested list/tuple/dict of arguments), in order."""
+    if isinstance(x, SampleInput):
+        return _tensors_in([x.input, list(x.args), x.kwargs])
+    if isinstance(x, tk.Tensor):
+        return [x]
+    if isinstance(x, (list, tuple)):
+        return [t for v in x for t in _tensors_in(v)]
+    if isinstance(x, dict):
+        return [t for v in x.values() for t in _tensors_in(v)]
+    return []
+
+
+def _all_finite(s: SampleInput) -> bool:
+    return all(bool(np.isfinite(np.asarray(t._host(), np.float64)).all()) for t in _tensors_in(s)
+               if t.dtype.is_floating_point)
 
 
 # ---- sample generators ------------------------------------------------------------------------------------
@@ -841,7 +877,7 @@ op_db: list[OpInfo] = [
     _unary("sigmoid", lambda x: 1 / (1 + np.exp(-np.asarray(x, np.float64))), declared=("div", "exp"),
            tol={**_COMPOSITE_HALF_TOL}),
     _unary("relu", lambda x: np.where(np.isnan(x), x, np.maximum(x, 0)) if x.dtype.kind == "f" else np.maximum(x, 0),
-           declared=("maximum",), restrict=tuple(d for d in D.ALL_DTYPES if d is not D.bool_)),
+           declared=("where", "le"), restrict=tuple(d for d in D.ALL_DTYPES if d is not D.bool_)),
     _unary("isnan", np.isnan, inplace=False), _unary("isinf", np.isinf, inplace=False),
     _unary("isfinite", np.isfinite, inplace=False),
     _unary("logical_not", np.logical_not),
@@ -947,3 +983,147 @@ op_db += [
 
 _BY_NAME = {info.name: info for info in op_db}
 assert len(_BY_NAME) == len(op_db), "op table names must be unique"
+
+# ---- gradients ----------------------------------------------------------------------------------------------------
+# Entries without a floating output have no gradient (a test checks that they indeed have none).
+_NO_GRAD = {"eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor", "bitwise_and", "bitwise_or",
+            "bitwise_xor", "bitwise_left_shift", "bitwise_right_shift", "isclose", "isnan", "isinf", "isfinite",
+            "logical_not", "bitwise_not", "argmax", "argmin", "all", "any"}
+# An expanded input repeats its values: maxima tie, a point where the max has no derivative
+# (finite differences see half the gradient that PyTorch's tie rule gives each element).
+_TIES = {"expanded": "repeated values tie for the maximum: not differentiable there"}
+for _info in op_db:
+    if _info.name in _NO_GRAD:
+        _info.supports_grad = False
+    if _info.name in ("amax", "amin", "max", "min", "max_dim", "min_dim", "norm"):
+        _info.grad_skip = dict(_TIES)
+
+
+def _specs(*specs):
+    """A sample generator from ``(name, build)`` pairs; ``build(mk, idx)`` returns the call's
+    (input, *args): ``mk(shape, layout=..., low=..., high=...)`` makes a tensor of the sampled
+    dtype and device, ``idx(values)`` an int64 index tensor there."""
+    def gen(info, device, dtype, rng):
+        def mk(shape, layout=_C, low=None, high=None):
+            return make_tensor(shape, dtype, device, rng=rng, layout=layout, low=low, high=high)
+
+        def idx(values):
+            return tk.tensor(values, dtype=D.int64, device=device)
+        for name, build in specs:
+            inp, *args = build(mk, idx)
+            yield SampleInput(inp, tuple(args), name=name)
+    return gen
+
+
+def _grad_entry(name, op, declared, *specs, **kw):
+    return OpInfo(name, op, None, _specs(*specs), declared=declared, kind="grad", **kw)
+
+
+def _setitem(x, index, value):
+    y = x.clone()
+    y[index] = value
+    return y
+
+
+def _inplace_on_view(x, y):
+    z = x * 1
+    z[1:].mul_(y)          # the base's history becomes CopySlices
+    return z
+
+
+def _inplace_chain(x, y):
+    z = x.clone()
+    z.mul_(y).add_(x).sin_()
+    return z
+
+
+def _view_then_base(x, y):
+    z = x * 2
+    v = z[:, 1:]           # taken before the base is written: re-derived from the base after
+    z.add_(y)
+    return v * v, z
+
+
+_M = [[True, False, True, False], [False, False, True, True], [True, True, False, False]]
+
+# Ops outside the op table (their forward is tested in test_views / test_indexing / test_einsum):
+# views, joins, gather/scatter and in-place patterns, here for their gradients only.
+grad_db: list[OpInfo] = [
+    _grad_entry("view", lambda x, *s: x.view(*s), ("copy",), ("split dim", lambda mk, i: (mk((3, 4)), 2, 6)),
+                ("-1", lambda mk, i: (mk((2, 3, 2)), -1))),
+    _grad_entry("reshape", tk.reshape, ("copy",), ("copying", lambda mk, i: (mk((3, 4), "transposed"), (12,))),
+                ("viewing", lambda mk, i: (mk((3, 4)), (4, 3)))),
+    _grad_entry("flatten", tk.flatten, ("copy",), ("dims 1..2", lambda mk, i: (mk((2, 3, 2)), 1))),
+    _grad_entry("squeeze", tk.squeeze, ("copy",), ("dim", lambda mk, i: (mk((3, 1, 4)), 1)),
+                ("all", lambda mk, i: (mk((1, 3, 1)),))),
+    _grad_entry("unsqueeze", tk.unsqueeze, ("copy",), ("dim", lambda mk, i: (mk((3, 4)), 1))),
+    _grad_entry("permute", tk.permute, ("copy",), ("3-D", lambda mk, i: (mk((2, 3, 4)), (2, 0, 1)))),
+    _grad_entry("transpose", tk.transpose, ("copy",), ("0, 2", lambda mk, i: (mk((2, 3, 2)), 0, 2))),
+    _grad_entry("movedim", tk.movedim, ("copy",), ("0 -> 2", lambda mk, i: (mk((2, 3, 2)), 0, 2))),
+    _grad_entry("expand", lambda x, *s: x.expand(*s), ("copy",), ("new dims", lambda mk, i: (mk((3, 1)), (2, 3, 4)))),
+    _grad_entry("narrow", tk.narrow, ("copy",), ("dim 1", lambda mk, i: (mk((3, 4)), 1, 1, 2))),
+    _grad_entry("split", tk.split, ("copy",), ("sizes", lambda mk, i: (mk((5, 2)), [2, 3])), ("step", lambda mk, i: (mk((5, 2)), 2))),
+    _grad_entry("chunk", tk.chunk, ("copy",), ("3 chunks", lambda mk, i: (mk((2, 5)), 3, 1))),
+    _grad_entry("select", tk.select, ("copy",), ("dim 1", lambda mk, i: (mk((3, 4)), 1, -1))),
+    _grad_entry("unbind", tk.unbind, ("copy",), ("dim 0", lambda mk, i: (mk((3, 2)),))),
+    _grad_entry("diagonal", tk.diagonal, ("copy",), ("offset 1", lambda mk, i: (mk((3, 4)), 1)),
+                ("batched", lambda mk, i: (mk((2, 3, 3)), 0, 1, 2))),
+    _grad_entry("unfold", lambda x, *a: x.unfold(*a), ("copy",), ("overlapping", lambda mk, i: (mk((5,)), 0, 3, 1)),
+                ("gaps", lambda mk, i: (mk((2, 7)), 1, 2, 3))),
+    _grad_entry("as_strided", tk.as_strided, ("copy",), ("overlapping", lambda mk, i: (mk((6,)), (2, 3), (1, 2))),
+                ("offset", lambda mk, i: (mk((3, 4)), (2, 2), (4, 1), 1))),
+    _grad_entry("getitem", lambda x, index: x[index], ("copy", "index"),
+                *[(n, (lambda ix: lambda mk, i: (mk((3, 4)), ix(i)))(ix)) for n, ix in [
+                    ("slices", lambda i: (slice(1, None), slice(None, None, 2))), ("int", lambda i: (1,)),
+                    ("None, ..., int", lambda i: (None, Ellipsis, 0)), ("list", lambda i: ([0, 2, 0],)),
+                    ("int tensor + slice", lambda i: (slice(None), i([[3, 0], [1, 1]]))),
+                    ("mask", lambda i: (tk.tensor(_M, device=i([0]).device),)),
+                    ("two tensors", lambda i: (i([0, 2, 2]), i([1, 1, 3])))]]),
+    _grad_entry("setitem", _setitem, ("copy", "index_put"),
+                ("slice = tensor", lambda mk, i: (mk((3, 4)), (slice(None), slice(1, 3)), mk((3, 2)))),
+                ("int = broadcast", lambda mk, i: (mk((3, 4)), 1, mk((4,)))),
+                ("index tensor = tensor", lambda mk, i: (mk((3, 4)), i([2, 0]), mk((2, 4)))),
+                ("mask = number", lambda mk, i: (mk((3, 4)), tk.tensor(_M, device=i([0]).device), 0.5))),
+    _grad_entry("inplace_on_view", _inplace_on_view, ("copy",), ("mul_ on a slice", lambda mk, i: (mk((3, 4)), mk((2, 4))))),
+    _grad_entry("inplace_chain", _inplace_chain, ("copy",), ("mul_ add_ sin_", lambda mk, i: (mk((3, 4)), mk((4,))))),
+    _grad_entry("view_then_base", _view_then_base, ("copy",), ("add_ to the base", lambda mk, i: (mk((3, 4)), mk((3, 4))))),
+    _grad_entry("cat", lambda dim, *ts: tk.cat(ts, dim), ("cat",),
+                ("dim 1", lambda mk, i: (1, mk((2, 3)), mk((2, 1)), mk((2, 2), "transposed"))),
+                ("dim 0, promotes", lambda mk, i: (0, mk((1, 3)), tk.ones(2, 3, dtype=D.float32, device=i([0]).device))),
+                ("skips 1-D empty", lambda mk, i: (0, mk((2,)), mk((0,))))),
+    _grad_entry("stack", lambda *ts: tk.stack(ts, 1), ("cat",),
+                ("3 tensors", lambda mk, i: (mk((2, 3)), mk((2, 3)), mk((2, 3))))),
+    _grad_entry("flip", tk.flip, ("index",), ("dims 0, 1", lambda mk, i: (mk((3, 4)), (0, 1)))),
+    _grad_entry("roll", tk.roll, ("cat",), ("2-D", lambda mk, i: (mk((3, 4)), (1, -1), (0, 1)))),
+    _grad_entry("tril", tk.tril, ("where",), ("diagonal -1", lambda mk, i: (mk((3, 4)), -1))),
+    _grad_entry("gather", tk.gather, ("index",),
+                ("dim 1", lambda mk, i: (mk((3, 4)), 1, i([[0, 1], [3, 3], [2, 0]])))),
+    _grad_entry("scatter", tk.scatter, ("index_put",),
+                ("distinct", lambda mk, i: (mk((3, 4)), 1, i([[0, 1], [3, 2], [2, 0]]), mk((3, 2)))),
+                ("value", lambda mk, i: (mk((3, 4)), 0, i([[2, 0, 1, 1]]), 1.5))),
+    _grad_entry("scatter_add", tk.scatter_add, ("index_put",),
+                ("duplicates", lambda mk, i: (mk((3, 4)), 1, i([[0, 0], [3, 2], [2, 2]]), mk((3, 2))))),
+    _grad_entry("index_select", tk.index_select, ("index",),
+                ("repeats", lambda mk, i: (mk((3, 4)), 1, i([2, 0, 2])))),
+    _grad_entry("index_add", tk.index_add, ("index_put",),
+                ("duplicates", lambda mk, i: (mk((3, 4)), 0, i([0, 2, 0]), mk((3, 4))))),
+    _grad_entry("index_copy", tk.index_copy, ("index_put",),
+                ("distinct", lambda mk, i: (mk((3, 4)), 1, i([3, 0]), mk((3, 2))))),
+    _grad_entry("index_fill", tk.index_fill, ("index_put",),
+                ("dim 1", lambda mk, i: (mk((3, 4)), 1, i([0, 2]), 1.5))),
+    _grad_entry("index_put", tk.index_put, ("index_put",),
+                ("write", lambda mk, i: (mk((3, 4)), (i([0, 2]),), mk((4,)))),
+                ("accumulate duplicates", lambda mk, i: (mk((3, 4)), (i([0, 2, 0]), i([1, 1, 1])), mk(()), True))),
+    _grad_entry("masked_fill", tk.masked_fill, ("where",),
+                ("number", lambda mk, i: (mk((3, 4)), tk.tensor(_M, device=i([0]).device), 0.5))),
+    _grad_entry("masked_select", tk.masked_select, ("index",),
+                ("broadcast mask", lambda mk, i: (mk((3, 4)), tk.tensor(_M[0], device=i([0]).device)))),
+    _grad_entry("take", tk.take, ("index",), ("2-D index", lambda mk, i: (mk((3, 4)), i([[0, 11], [5, 5]])))),
+    _grad_entry("take_along_dim", tk.take_along_dim, ("index",),
+                ("broadcast", lambda mk, i: (mk((3, 4)), i([[0], [3], [1]]), 1))),
+    _grad_entry("einsum", tk.einsum, ("matmul",),
+                ("matmul", lambda mk, i: ("ij,jk->ik", mk((2, 3)), mk((3, 2)))),
+                ("trace", lambda mk, i: ("ii->", mk((3, 3)))),
+                ("batched outer", lambda mk, i: ("bi,bj->bij", mk((2, 3)), mk((2, 2))))),
+]
+assert not {i.name for i in grad_db} & set(_BY_NAME), "grad_db names must differ from op_db's"
