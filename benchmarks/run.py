@@ -15,11 +15,12 @@ import os
 import sys
 import time
 
+import bench_autograd
 import bench_cpu
 import bench_gpu
 import common
 
-SUITES = {"cpu": bench_cpu, "gpu": bench_gpu}
+SUITES = {"cpu": bench_cpu, "gpu": bench_gpu, "autograd": bench_autograd}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
