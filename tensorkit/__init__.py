@@ -49,6 +49,7 @@ from . import _methods  # noqa: F401  (binds methods and operators onto Tensor)
 from . import autograd
 from .autograd import (enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled, no_grad,
                        set_grad_enabled)
+from . import nn
 
 float = float32  # noqa: A001
 double = float64

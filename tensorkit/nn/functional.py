@@ -1,0 +1,18 @@
+"""``tk.nn.functional``: the functional forms of the layers (``linear``, ``relu``,
+``cross_entropy``, ``conv2d``, ...), as PyTorch's ``torch.nn.functional``.
+
+Most are composites over tensorkit ops: no kernels and no backward of their own, so they
+run on every device and autograd differentiates them. Where a composite would make several
+passes over memory, the function calls a fused primitive from ``ops/`` instead (convolution,
+pooling, normalization, attention). Sections below are owned by the families named in their
+headers.
+"""
+from __future__ import annotations
+
+from .._tensor import Tensor  # noqa: F401
+
+
+# ---- convolution and pooling (ops/conv.py, ops/pool.py)
+
+
+# ---- normalization, attention, fused losses (ops/norm.py, ...)

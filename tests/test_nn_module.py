@@ -1,0 +1,306 @@
+"""nn.Module semantics: registration, naming and order, state dicts (keys equal PyTorch's),
+load errors, hooks, modes, device/dtype moves, repr, containers."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import tensorkit as tk
+from tensorkit import nn
+
+
+class Affine(nn.Module):
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.weight = nn.Parameter(tk.randn(n_out, n_in))
+        self.bias = nn.Parameter(tk.zeros(n_out))
+        self.register_buffer("steps", tk.zeros(1))
+        self.register_buffer("scratch", tk.zeros(2), persistent=False)
+
+    def forward(self, x):
+        return x @ self.weight.T + self.bias
+
+    def extra_repr(self):
+        return f"in={self.weight.shape[1]}, out={self.weight.shape[0]}"
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = Affine(3, 4)
+        self.body = nn.Sequential(Affine(4, 4), Affine(4, 2))
+        self.scale = nn.Parameter(tk.ones(()))
+
+    def forward(self, x):
+        return self.body(self.a(x)) * self.scale
+
+
+# ---- registration and walking ---------------------------------------------------------------------------
+def test_registration_and_names_in_order():
+    net = Net()
+    assert [n for n, _ in net.named_parameters()] == [
+        "scale", "a.weight", "a.bias", "body.0.weight", "body.0.bias", "body.1.weight", "body.1.bias"]
+    assert [n for n, _ in net.named_buffers()] == ["a.steps", "a.scratch", "body.0.steps", "body.0.scratch",
+                                                  "body.1.steps", "body.1.scratch"]
+    assert [n for n, _ in net.named_modules()] == ["", "a", "body", "body.0", "body.1"]
+    assert [n for n, _ in net.named_children()] == ["a", "body"]
+    assert [n for n, _ in net.named_parameters(prefix="m", recurse=False)] == ["m.scale"]
+    assert len(list(net.parameters())) == 7 and len(list(net.modules())) == 5
+    assert net.get_submodule("body.1") is net.body[1]
+    assert net.get_parameter("body.0.bias") is net.body[0].bias
+
+
+def test_state_dict_keys_skip_non_persistent_buffers():
+    assert list(Net().state_dict()) == ["scale", "a.weight", "a.bias", "a.steps", "body.0.weight", "body.0.bias",
+                                        "body.0.steps", "body.1.weight", "body.1.bias", "body.1.steps"]
+
+
+def test_shared_parameters_and_modules_once():
+    m = nn.Module()
+    lin = Affine(2, 2)
+    m.first, m.second = lin, lin
+    m.tied = lin.weight
+    assert [n for n, _ in m.named_parameters()] == ["tied", "first.bias"]     # first.weight is tied
+    assert len(list(m.named_parameters(remove_duplicate=False))) == 5
+    assert [n for n, _ in m.named_modules()] == ["", "first"]
+    assert list(m.state_dict()) == ["tied", "first.weight", "first.bias", "first.steps", "second.weight",
+                                    "second.bias", "second.steps"]
+
+
+def test_setattr_rules():
+    m = Affine(2, 3)
+    with pytest.raises(TypeError, match="cannot assign 'Tensor' as parameter 'weight'"):
+        m.weight = tk.zeros(3, 2)
+    m.weight = None
+    assert m.weight is None and "weight" in m._parameters
+    m.steps = tk.ones(1)                       # a buffer stays a buffer
+    assert "steps" in m._buffers and m.steps.item() == 1
+    m.child = Affine(1, 1)
+    m.child = None
+    assert m.child is None and "child" in m._modules
+    with pytest.raises(AttributeError, match="'Affine' object has no attribute 'nothing'"):
+        m.nothing
+    del m.steps
+    assert "steps" not in m._buffers
+    with pytest.raises(KeyError, match="attribute 'bias' already exists"):
+        m.register_buffer("bias", tk.zeros(1))
+    with pytest.raises(KeyError, match='contain ".", got: a.b'):
+        m.register_parameter("a.b", None)
+
+    class Early(nn.Module):
+        def __init__(self):
+            self.w = nn.Parameter(tk.zeros(1))
+    with pytest.raises(AttributeError, match="before Module.__init__"):
+        Early()
+
+
+def test_parameter():
+    p = nn.Parameter(tk.tensor([1.0, 2.0]))
+    assert p.requires_grad and p.is_leaf and isinstance(p, tk.Tensor) and type(p) is nn.Parameter
+    assert repr(p).startswith("Parameter containing:\ntensor([1., 2.], requires_grad=True)")
+    assert not nn.Parameter(tk.zeros(1), requires_grad=False).requires_grad
+    q = p * 2                                  # ops give plain tensors and are recorded
+    assert type(q) is tk.Tensor and q.requires_grad
+    q.sum().backward()
+    np.testing.assert_array_equal(p.grad.numpy(), [2.0, 2.0])
+    c = copy.deepcopy(p)
+    assert type(c) is nn.Parameter and c.requires_grad and c.data_ptr() != p.data_ptr()
+
+
+# ---- forward, backward, hooks -----------------------------------------------------------------------------
+def test_call_runs_forward_and_gradients_reach_parameters():
+    net = Net()
+    x = tk.randn(5, 3)
+    y = net(x)
+    a, b0, b1 = net.a, net.body[0], net.body[1]
+    ref = ((x.numpy() @ a.weight.detach().numpy().T) @ b0.weight.detach().numpy().T) @ b1.weight.detach().numpy().T
+    np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-5, atol=1e-5)
+    y.sum().backward()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in net.parameters())
+    net.zero_grad(set_to_none=False)
+    assert all(float(abs(p.grad).sum()) == 0 for p in net.parameters())
+    net.zero_grad()
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_missing_forward():
+    with pytest.raises(NotImplementedError, match='Module \\[Module\\] is missing the required "forward"'):
+        nn.Module()(1)
+
+
+def test_forward_hooks():
+    m = Affine(2, 2)
+    calls = []
+    h1 = m.register_forward_pre_hook(lambda mod, args: (args[0] * 0,))
+    h2 = m.register_forward_hook(lambda mod, args, out: calls.append(out.shape) or out + 1)
+    h3 = m.register_forward_hook(lambda mod, args, out: calls.append("first"), prepend=True)
+    y = m(tk.ones(3, 2))
+    np.testing.assert_allclose(y.detach().numpy(), 1.0)       # input zeroed, bias 0, +1
+    assert calls == ["first", tk.Size([3, 2])]
+    h1.remove(); h2.remove(); h3.remove()
+    np.testing.assert_allclose(m(tk.ones(1, 2)).detach().numpy(),
+                               m.weight.detach().numpy().sum(1, keepdims=True).T, rtol=1e-6)
+    with m.register_forward_pre_hook(lambda mod, args, kwargs: ((args[0] * 2,), kwargs), with_kwargs=True):
+        np.testing.assert_allclose(m(tk.ones(1, 2)).detach().numpy(),
+                                   2 * m.weight.detach().numpy().sum(1, keepdims=True).T, rtol=1e-6)
+    assert not m._forward_pre_hooks
+
+
+# ---- state dict ----------------------------------------------------------------------------------------
+def test_state_dict_round_trip_and_sharing():
+    a, b = Net(), Net()
+    sd = a.state_dict()
+    assert not sd["a.weight"].requires_grad and type(sd["a.weight"]) is tk.Tensor
+    assert sd["a.weight"].data_ptr() == a.a.weight.data_ptr()           # shares memory
+    assert a.state_dict(keep_vars=True)["a.weight"] is a.a.weight
+    result = b.load_state_dict(sd)
+    assert tuple(result) == ([], []) and repr(result) == "<All keys matched successfully>"
+    for (n1, t1), (n2, t2) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert n1 == n2 and np.array_equal(t1.numpy(), t2.numpy())
+    assert b.a.weight.requires_grad and type(b.a.weight) is nn.Parameter
+
+
+def test_load_state_dict_errors_name_keys_and_shapes():
+    net = Net()
+    sd = net.state_dict()
+    del sd["body.1.bias"]
+    sd["body.2.weight"] = tk.zeros(1)
+    sd["a.weight"] = tk.zeros(4, 5)
+    with pytest.raises(RuntimeError) as e:
+        net.load_state_dict(sd)
+    msg = str(e.value)
+    assert 'Missing key(s) in state_dict: "body.1.bias"' in msg
+    assert 'Unexpected key(s) in state_dict: "body.2.weight"' in msg
+    assert "size mismatch for a.weight: copying a param with shape [4, 5] from checkpoint, the shape in " \
+           "current model is [4, 3]" in msg
+    del sd["a.weight"]
+    missing, unexpected = net.load_state_dict(sd, strict=False)
+    assert missing == ["a.weight", "body.1.bias"] and unexpected == ["body.2.weight"]
+
+
+def test_load_state_dict_assign():
+    m = Affine(2, 2)
+    w = tk.ones(2, 2)
+    sd = dict(m.state_dict(), weight=w)
+    m.load_state_dict(sd, assign=True)
+    assert type(m.weight) is nn.Parameter and m.weight.data_ptr() == w.data_ptr()
+
+
+# ---- modes, devices, dtypes --------------------------------------------------------------------------------
+def test_train_eval_requires_grad():
+    net = Net()
+    assert net.training and net.body[1].training
+    assert net.eval() is net and not net.body[1].training and not net.a.training
+    net.train()
+    assert net.body[0].training
+    net.requires_grad_(False)
+    assert not any(p.requires_grad for p in net.parameters())
+    with pytest.raises(ValueError):
+        net.train("yes")
+
+
+def test_to_dtype_keeps_parameter_objects():
+    net = Net()
+    w = net.a.weight
+    net.to(tk.float64)
+    assert net.a.weight is w and w.dtype is tk.float64 and net.a.steps.dtype is tk.float64
+    net.half()
+    assert w.dtype is tk.float16
+    net.float()
+    assert w.dtype is tk.float32
+    net.bfloat16()
+    assert w.dtype is tk.bfloat16
+    net.double()
+    assert w.dtype is tk.float64
+    m = nn.Module()
+    m.register_buffer("idx", tk.arange(3))
+    m.to(tk.float32)
+    assert m.idx.dtype is tk.int64                 # integer buffers keep their dtype
+    with pytest.raises(TypeError, match="only accepts floating point"):
+        m.to(tk.int32)
+
+
+def test_to_device_and_back():
+    net = Net()
+    w = net.a.weight
+    assert net.to("cuda") is net and w.device.type == "cuda" and net.a.steps.device.type == "cuda"
+    y = net(tk.randn(2, 3, device="cuda"))
+    y.sum().backward()
+    assert w.grad.device.type == "cuda"
+    net.cpu()
+    assert w.device.type == "cpu" and w.grad.device.type == "cpu"
+    net.cuda()
+    assert w.device.type == "cuda"
+    net.to(tk.zeros(1, dtype=tk.float64))                  # to(tensor): its device and dtype
+    assert w.device.type == "cpu" and w.dtype is tk.float64
+
+
+def test_apply_visits_children_first():
+    order = []
+    Net().apply(lambda m: order.append(type(m).__name__))
+    assert order == ["Affine", "Affine", "Affine", "Sequential", "Net"]
+
+
+def test_repr():
+    assert repr(Net()) == (
+        "Net(\n"
+        "  (a): Affine(in=3, out=4)\n"
+        "  (body): Sequential(\n"
+        "    (0): Affine(in=4, out=4)\n"
+        "    (1): Affine(in=4, out=2)\n"
+        "  )\n"
+        ")")
+    assert repr(nn.Module()) == "Module()"
+
+
+# ---- containers ---------------------------------------------------------------------------------------------
+def test_sequential():
+    layers = [Affine(2, 3), Affine(3, 3), Affine(3, 1)]
+    s = nn.Sequential(*layers)
+    assert len(s) == 3 and s[0] is layers[0] and s[-1] is layers[2] and list(s) == layers
+    sub = s[1:]
+    assert type(sub) is nn.Sequential and list(sub) == layers[1:] and list(sub._modules) == ["1", "2"]
+    s.append(Affine(1, 1))
+    assert len(s) == 4 and [n for n, _ in s.named_children()] == ["0", "1", "2", "3"]
+    del s[1]
+    assert [n for n, _ in s.named_children()] == ["0", "1", "2"] and s[1] is layers[2]
+    with pytest.raises(IndexError, match="index 5 is out of range"):
+        s[5]
+    from collections import OrderedDict
+    named = nn.Sequential(OrderedDict([("enc", Affine(2, 2)), ("dec", Affine(2, 1))]))
+    assert list(named.state_dict())[:2] == ["enc.weight", "enc.bias"]
+    assert named(tk.ones(4, 2)).shape == (4, 1)
+
+
+def test_module_list_dict_parameter_list_dict():
+    ml = nn.ModuleList([Affine(1, 1), Affine(1, 1)])
+    ml.append(Affine(1, 1))
+    ml += [Affine(1, 1)]
+    assert len(ml) == 4 and [n for n, _ in ml.named_parameters()][-1] == "3.bias"
+    assert isinstance(ml[1:3], nn.ModuleList) and len(ml[1:3]) == 2
+    md = nn.ModuleDict({"x": Affine(1, 1)})
+    md["y"] = Affine(1, 1)
+    assert list(md.keys()) == ["x", "y"] and "y" in md and len(md) == 2
+    assert [n for n, _ in md.named_parameters()] == ["x.weight", "x.bias", "y.weight", "y.bias"]
+    pl = nn.ParameterList([tk.zeros(2), nn.Parameter(tk.ones(3))])
+    assert all(type(p) is nn.Parameter for p in pl) and len(pl) == 2
+    assert [n for n, _ in pl.named_parameters()] == ["0", "1"]
+    assert "(1): Parameter containing: [tk.float32 of size 3]" in repr(pl)
+    pd = nn.ParameterDict({"a": tk.zeros(1)})
+    pd["b"] = tk.ones(2)
+    assert list(pd.keys()) == ["a", "b"] and type(pd["b"]) is nn.Parameter
+    assert [n for n, _ in pd.named_parameters()] == ["a", "b"]
+    holder = nn.Module()
+    holder.layers = ml
+    holder.params = pl
+    assert "layers.0.weight" in holder.state_dict() and "params.1" in holder.state_dict()
+
+
+def test_deepcopy_module():
+    net = Net()
+    c = copy.deepcopy(net)
+    assert c.a.weight is not net.a.weight and type(c.a.weight) is nn.Parameter
+    np.testing.assert_array_equal(c.a.weight.detach().numpy(), net.a.weight.detach().numpy())
+    assert list(c.state_dict()) == list(net.state_dict())
