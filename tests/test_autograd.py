@@ -147,6 +147,19 @@ def test_accumulation_across_calls_and_grad_leaves_grad_alone():
     close(x.grad, [5.0, 6.0])
 
 
+def test_backward_inputs_and_data():
+    x, y = t([1.0, 2.0], requires_grad=True), t([3.0], requires_grad=True)
+    (x * y).sum().backward(inputs=[y])
+    assert x.grad is None
+    close(y.grad, [3.0])
+    x.data = t([5.0, 6.0, 7.0])            # new memory, same leaf
+    assert x.requires_grad and x.is_leaf and x.shape == (3,)
+    (x * x).sum().backward()
+    close(x.grad, [10.0, 12.0, 14.0])
+    x.data.zero_()                         # .data writes bypass the leaf check
+    close(x.detach(), [0.0, 0.0, 0.0])
+
+
 def test_grad_allow_unused_and_errors():
     x, y = t([1.0], requires_grad=True), t([2.0], requires_grad=True)
     z = (x * 2).sum()
@@ -520,7 +533,48 @@ def test_gradients_on_cuda_and_across_devices():
     (x ** 2 + 5 * x + 2).sum().backward()
     assert x.grad.device.type == "cuda"
     close(x.grad.cpu(), [1.0, 6.0, 11.0], 1e-6)
+    y = Cube.apply(x, 2.0)                          # a Function on the device, differentiated twice
+    (g,) = tk.autograd.grad(y.sum(), x, create_graph=True)
+    (gg,) = tk.autograd.grad(g.sum(), x)
+    close(gg.cpu(), 12 * np.array([-2.0, 0.5, 3.0]), 1e-5)
     c = t([1.0, 2.0], requires_grad=True)          # a CPU leaf moved to the device
     (c.cuda() * tk.tensor([3.0, 4.0], dtype=F64, device="cuda")).sum().backward()
     assert c.grad.device.type == "cpu"
     close(c.grad, [3.0, 4.0])
+
+
+# ---- gradients at non-differentiable points follow PyTorch -------------------------------------------------------------
+def _grad_of(fn, values):
+    x = t(values, requires_grad=True)
+    fn(x).sum().backward()
+    return x.grad.numpy()
+
+
+def test_kinks_follow_pytorch():
+    close(_grad_of(tk.relu, [-1.0, 0.0, 2.0]), [0.0, 0.0, 1.0])                 # relu'(0) = 0
+    close(_grad_of(tk.abs, [-1.0, 0.0, 2.0]), [-1.0, 0.0, 1.0])                 # abs'(0) = 0
+    close(_grad_of(lambda x: x.clamp(0.0, 1.0), [-1.0, 0.0, 0.5, 1.0, 2.0]), [0, 1, 1, 1, 0])   # bounds: inside
+    close(_grad_of(lambda x: tk.maximum(x, t([0.0, 1.0, 5.0])), [0.0, 2.0, 1.0]), [0.5, 1.0, 0.0])  # ties split
+    close(_grad_of(lambda x: tk.minimum(x, t([0.0, 1.0, 5.0])), [0.0, 2.0, 1.0]), [0.5, 0.0, 1.0])
+    close(_grad_of(lambda x: x.amax(), [1.0, 3.0, 3.0, 3.0]), [0, 1 / 3, 1 / 3, 1 / 3])   # amax: evenly
+    close(_grad_of(lambda x: x.max(), [1.0, 3.0, 3.0]), [0, 0.5, 0.5])
+    close(_grad_of(lambda x: x.max(0).values, [3.0, 1.0, 3.0]), [1.0, 0.0, 0.0])  # max(dim): the index given
+    close(_grad_of(lambda x: x.norm(), [0.0, 0.0]), [0.0, 0.0])                  # norm'(0) = 0
+    close(_grad_of(lambda x: x.sqrt(), [4.0]), [0.25])
+    close(_grad_of(lambda x: x ** 0, [0.0, 2.0]), [0.0, 0.0])                     # pow: exponent 0
+    close(_grad_of(lambda x: x.prod(), [2.0, 0.0, 3.0]), [0.0, 6.0, 0.0])         # prod with a zero: exact
+    close(_grad_of(lambda x: x.cumprod(0), [2.0, 0.0, 3.0]), [1.0, 2 + 2 * 3, 0.0])
+    close(_grad_of(lambda x: tk.floor(x) + tk.sign(x), [1.5, -0.5]), [0.0, 0.0])
+
+
+def test_kinks_match_torch():
+    torch = pytest.importorskip("torch")
+    cases = [(tk.relu, torch.relu), (tk.abs, torch.abs), (lambda x: x.amax(), lambda x: x.amax()),
+             (lambda x: x.clamp(-1.0, 0.0), lambda x: x.clamp(-1.0, 0.0)),
+             (lambda x: tk.maximum(x, tk.flip(x.detach(), 0)), lambda x: torch.maximum(x, x.detach().flip(0))),
+             (lambda x: x.norm(float("inf")), lambda x: x.norm(float("inf")))]
+    values = [-1.0, 0.0, 0.0, 2.0, 2.0, -1.0]
+    for mine, theirs in cases:
+        tx = torch.tensor(values, dtype=torch.float64, requires_grad=True)
+        theirs(tx).sum().backward()
+        close(_grad_of(mine, values), tx.grad.numpy())

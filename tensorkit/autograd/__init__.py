@@ -105,4 +105,14 @@ Tensor.detach_ = _detach_
 Tensor.register_hook = _register_hook
 Tensor.retain_grad = _retain_grad
 Tensor.retains_grad = property(lambda self: bool(self.__dict__.get("_retains_grad")) and self.grad_fn is not None)
-Tensor.data = property(_detach, doc="This tensor's memory without history (as ``detach()``).")
+def _set_data(self: Tensor, other: Tensor) -> None:
+    """``t.data = other``: t now shows other's memory (shape, dtype), keeping its own autograd identity."""
+    if not isinstance(other, Tensor):
+        raise TypeError(f"data must be a Tensor, got {type(other).__name__}")
+    self._storage, self._offset, self._shape, self._strides = other._storage, other._offset, other._shape, \
+        other._strides
+    self.dtype, self._contig, self._array = other.dtype, other._contig, None
+
+
+Tensor.data = property(_detach, _set_data, doc="This tensor's memory without history (as ``detach()``); "
+                                               "assigning replaces the memory, keeping the autograd identity.")

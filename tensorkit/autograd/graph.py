@@ -241,38 +241,43 @@ def _alias(t: Tensor) -> Tensor:
 
 
 def _make_node(op: str, vjp, inputs, outputs, params, original=None) -> OpNode:
-    """A node for ``op``: edges to the inputs' history, the saved tensors the VJP asked for.
+    """A node for ``op``: edges to the inputs' history, the saved tensors the VJP asked for
+    (inputs not saved are None; Python numbers are always kept: VJPs skip their gradient).
     ``original``: (tensor, copy) when an in-place op overwrote an input its VJP needs."""
-    node = _node_class(op).__new__(_node_class(op))
-    node.next_functions = tuple([edge(a) for a in inputs])
-    node._inmeta = tuple([_meta(a) for a in inputs])
+    cls = _CLASSES.get(op) or _node_class(op)
+    node = cls.__new__(cls)
+    keep = vjp.save_inputs
+    nexts, metas, saved, versions = [], [], [], []
+    for i, a in enumerate(inputs):
+        if isinstance(a, Tensor):
+            nexts.append(edge(a) if a._requires_grad else _NO_EDGE)
+            metas.append((a._shape, a.dtype, a._storage.device))
+            if keep is True or (keep is not False and _saves(keep, i)):
+                if original is not None and _same_view(a, original[0]):
+                    a = original[1]
+                versions.append((a, a._storage.version))
+            else:
+                a = None
+        else:
+            nexts.append(_NO_EDGE)
+            metas.append(None)
+        saved.append(a)
+    node.next_functions = tuple(nexts)
+    node._inmeta = tuple(metas)
+    node.inputs = tuple(saved)
+    keep = vjp.save_outputs
+    if keep is not False:
+        node.outputs = tuple([_alias(o) if _saves(keep, i) else None for i, o in enumerate(outputs)])
+        versions += [(o, o._storage.version) for o in node.outputs if o is not None]
+    else:
+        node.outputs = None
+    node._versions = versions or None
     node._pre_hooks = None
     node._version = outputs[0]._storage.version
     node._trace = traceback.format_stack()[:-3] if state.anomaly else None
     node._vjp = vjp
     node.params = params
     node._freed = False
-    saved, versions = None, None
-    keep = vjp.save_inputs
-    if keep is not False:
-        # inputs not saved are None; Python numbers are always there (VJPs skip their gradient)
-        saved = list(inputs) if keep is True else \
-            [a if _saves(keep, i) or not isinstance(a, Tensor) else None for i, a in enumerate(inputs)]
-        versions = []
-        for i, a in enumerate(saved):
-            if isinstance(a, Tensor):
-                if original is not None and _same_view(a, original[0]):
-                    a = saved[i] = original[1]
-                versions.append((a, a._storage.version))
-    node.inputs = tuple(saved) if saved is not None else \
-        tuple([None if isinstance(a, Tensor) else a for a in inputs])
-    keep = vjp.save_outputs
-    if keep is not False:
-        node.outputs = tuple([_alias(o) if _saves(keep, i) else None for i, o in enumerate(outputs)])
-        versions = (versions or []) + [(o, o._storage.version) for o in node.outputs if o is not None]
-    else:
-        node.outputs = None
-    node._versions = versions or None
     return node
 
 
@@ -321,12 +326,9 @@ def record(op: str, inputs: tuple, outputs: tuple, params: dict) -> None:
             break
     else:
         return
-    if vjp is None:
-        node = _not_implemented(op, inputs) if out.dtype.is_floating_point else None
-    else:
-        node = _make_node(op, vjp, inputs, outputs, params)
-    if node is None:
-        return
+    if not out.dtype.is_floating_point and not any(o.dtype.is_floating_point for o in outputs):
+        return                          # integer and bool results never require grad
+    node = _make_node(op, vjp, inputs, outputs, params) if vjp is not None else _not_implemented(op, inputs)
     for o in outputs:
         if o.dtype.is_floating_point:
             o.grad_fn, o._requires_grad = node, True
@@ -390,16 +392,21 @@ def before_write(op: str, dest: Tensor, inputs: tuple) -> None:
 
 
 # ---- in-place writes into views ---------------------------------------------------------------------------
-def _positions(base: Tensor, view: Tensor) -> Tensor:
-    """An int64 tensor of ``view``'s shape: for each element of ``view``, the flat (row-major)
-    position of the same memory element in ``base``. Raises if the view reaches memory outside
-    the base's elements."""
-    def flat(t):
-        idx = np.full(tuple(t._shape), t._offset, np.int64)
-        for d, (n, st) in enumerate(zip(t._shape, t._strides)):
-            shape = [1] * len(t._shape)
-            shape[d] = n
-            idx = idx + (np.arange(n, dtype=np.int64) * st).reshape(shape)
+def _geometry(t: Tensor) -> tuple:
+    return (t._offset, tuple(t._shape), t._strides, t._storage.device)
+
+
+def _positions(base: tuple, view: tuple) -> Tensor:
+    """An int64 tensor of the view's shape: for each element of the view, the flat (row-major)
+    position of the same memory element in the base (both given by ``_geometry``). Raises if
+    the view reaches memory outside the base's elements."""
+    def flat(geometry):
+        offset, shape, strides, _ = geometry
+        idx = np.full(shape, offset, np.int64)
+        for d, (n, st) in enumerate(zip(shape, strides)):
+            dims = [1] * len(shape)
+            dims[d] = n
+            idx = idx + (np.arange(n, dtype=np.int64) * st).reshape(dims)
         return idx
     b, v = flat(base), flat(view)
     if v.size == 0:
@@ -410,11 +417,10 @@ def _positions(base: Tensor, view: Tensor) -> Tensor:
         table[(b - lo).reshape(-1)] = np.arange(b.size, dtype=np.int64)
         pos = table[v - lo]
         if (pos < 0).any():
-            raise RuntimeError(f"autograd: a view (shape {list(view.shape)}, strides {list(view.stride())}, offset "
-                               f"{view.storage_offset()}) reaches memory outside its base (shape {list(base.shape)}, "
-                               f"strides {list(base.stride())}); gradients through it are not supported")
+            raise RuntimeError(f"autograd: a view (offset, shape, strides {view[:3]}) reaches memory outside its "
+                               f"base ({base[:3]}); gradients through it are not supported")
     from ..ops.creation import tensor
-    return tensor(pos, device=base.device)
+    return tensor(pos, device=base[3])
 
 
 def _scatter_into_base(g: Tensor, pos: Tensor, base_meta, accumulate=True) -> Tensor:
@@ -429,12 +435,12 @@ class CopySlices(Node):
     """The base's history after an in-place op wrote into one of its views: the op's node
     (``fn``) runs on the view's part of the base's gradient; the rest passes through."""
 
-    __slots__ = ("fn", "_pos", "_geometry", "_dest_slots")
+    __slots__ = ("fn", "_pos", "_layouts", "_dest_slots")
 
     def __init__(self, base_edge, base_meta, base: Tensor, view: Tensor, fn: Node, dest_slots: tuple):
         self.fn = fn
         self._dest_slots = dest_slots
-        self._geometry = (base, view._offset, view._shape, view._strides)
+        self._layouts = (_geometry(base), _geometry(view))      # positions are found when backward needs them
         self._pos = None
         # edge 0: the base's old history; then the op's inputs other than the view it wrote
         self.next_functions = (base_edge,) + tuple(e for i, e in enumerate(fn.next_functions) if i not in dest_slots)
@@ -445,10 +451,7 @@ class CopySlices(Node):
 
     def _positions(self) -> Tensor:
         if self._pos is None:
-            base, offset, shape, strides = self._geometry
-            view = Tensor._make(base._storage, offset, shape, strides, base.dtype)
-            self._pos = _positions(base, view)
-            self._geometry = None      # the base tensor is not kept alive longer than needed
+            self._pos = _positions(*self._layouts)
         return self._pos
 
     def apply(self, grads, create_graph):
@@ -496,7 +499,7 @@ def _refresh_view(t: Tensor) -> Node:
     node.next_functions = (edge(base),)
     node._inmeta = (_meta(base),)
     node._pre_hooks = node._trace = None
-    node._pos = _positions(base, t)
+    node._pos = _positions(_geometry(base), _geometry(t))
     node._version = t._storage.version
     if node.next_functions[0][0] is None:      # the base has no history: neither has the view
         t.grad_fn, t._requires_grad = None, False

@@ -413,6 +413,11 @@ bitwise_not = Pointwise("bitwise_not", lambda m, x: m.invert(x), SAME, BOOL + IN
 bitwise_left_shift = Pointwise("bitwise_left_shift", lambda m, a, b: m.shift_left(a, b), SAME, INTS)
 bitwise_right_shift = Pointwise("bitwise_right_shift", lambda m, a, b: m.shift_right(a, b), SAME, INTS)
 
+# comparisons written in place into a floating tensor (x.eq_(y)): piecewise constant
+for _op in (isnan, isinf, isfinite, eq, ne, lt, le, gt, ge, logical_and, logical_or, logical_xor, logical_not):
+    _dispatch.VJPS[_op.name] = _ZERO
+del _op
+
 # where(cond, a, b): cond takes no part in promotion; it is cast to the compute dtype and tested.
 where = Pointwise("where", lambda m, c, a, b: m.where(c != 0, a, b), promote_args=(1, 2),
                   vjp=_vjp(_where_vjp, inputs=(0,)))
