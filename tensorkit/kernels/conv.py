@@ -1,0 +1,256 @@
+"""Triton convolutions on the cuda device: the host side of ``kernels/src/conv.py``.
+
+The dispatcher's "conv2d", "conv2d_input_grad" and "conv2d_weight_grad" kernels (see
+``ops/conv.py``) get the operands with any strides, a fresh contiguous result and the
+geometry (``ops.conv.ConvGeometry``). The kernels take every stride, so nothing is copied
+unless the tile config asks for it: a config's ``kernel`` field names the layout the
+operands are read in, "nchw" (as given) or "nhwc" (forward and input-gradient: the
+activation and the weight are first copied channels-last, so a tile's reduction axis, the
+channels, is contiguous and loads are vectorised; one extra pass over them, which the
+autotuner weighs against the faster product).
+
+Tile configs (``candidates``) are timed once per problem (``_key``: kind, dtype, precision,
+exact shapes and geometry: a network has few distinct convolutions) with matmul's ``tune``,
+which keeps the winner in memory and in a JSON file under the cache directory
+(``cache_path``: one file per GPU name and Triton version), so a later process does not tune
+again. Problems under ``TUNE_MIN_WORK`` multiply-adds take a middle config untimed. On the
+emulated device nothing is tuned: one small config keeps the interpreter fast.
+
+float16/bfloat16 accumulate in float32, float64 in float64. float32 follows
+``tk.get_float32_matmul_precision()`` like matmul: exact by default, TF32 tensor cores when
+it is "high"/"medium" (``tk.backends.cuda.matmul.allow_tf32``).
+
+The weight-gradient reduces over N*P*Q products into a small result, so it is split into
+``SPLIT`` chunks run by separate programs (enough programs to fill the GPU) whose float32
+partial sums a second kernel adds in a fixed order: deterministic, no atomics.
+
+Kernels here know nothing about autograd; Triton is imported at the first launch.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+from typing import Callable
+
+from .. import _dispatch, cuda
+from .. import dtypes as D
+from .._tensor import Tensor
+from ..ops.creation import _scalar_tensor, new_tensor
+from . import matmul as _mm
+from ._launch import launch, pointer, prepare, triton_source
+from .codegen import cache_dir
+from .pointwise import copy_into
+
+DTYPES = (D.float16, D.bfloat16, D.float32, D.float64)
+Config = _mm.Config                  # kernel: the operands' layout, "nchw" | "nhwc"
+_CACHE_VERSION = 1
+
+EMULATED_CONFIG = Config("nchw", 16, 16, 16, num_warps=1, num_stages=1)
+TUNE_MIN_WORK = 1 << 24              # multiply-adds below which a convolution is not worth timing
+WGRAD_PROGRAMS = 4                   # the weight-gradient splits until about this many programs per SM
+
+_kernels = functools.partial(triton_source, "conv")
+
+
+def _tiles(table):
+    return [Config("nchw", m, n, k, 8, w, s) for m, n, k, w, s in table]
+
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages). Half and TF32: tensor-core tiles as in the matmul
+# tables (BLOCK_K 64 for 2-byte elements, 32 for 4-byte); 64-wide tiles for the narrow layers
+# (64 channels) and to keep every SM busy on 7x7 maps. Exact float32/float64 run on FMA units.
+_HALF = _tiles([(128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (64, 64, 64, 4, 4),
+                (128, 128, 32, 4, 4)])
+_TF32 = _tiles([(128, 128, 32, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 32, 4, 4)])
+_IEEE = _tiles([(128, 64, 16, 8, 3), (64, 64, 32, 4, 3), (64, 128, 16, 8, 3), (32, 64, 32, 4, 3)])
+_F64 = _tiles([(64, 64, 16, 4, 3), (32, 64, 16, 4, 3)])
+
+
+def candidates(kind: str, dtype: D.DType, precision: str, M: int, N: int, K: int) -> list[Config]:
+    """The configs to time for a GEMM of M x N over K: tiles shrunk to the problem (powers of
+    two, at least 16: tl.dot's minimum), each in both layouts except for the weight-gradient."""
+    table = _F64 if dtype is D.float64 else _IEEE if dtype is D.float32 and precision == "ieee" else \
+        _TF32 if dtype is D.float32 else _HALF
+    fit = lambda block, n: min(block, max(16, _mm._bucket(n)))
+    out = []
+    for c in table:
+        c = c._replace(block_m=fit(c.block_m, M), block_n=fit(c.block_n, N), block_k=fit(c.block_k, K))
+        for layout in (("nchw",) if kind == "wgrad" else ("nchw", "nhwc")):
+            c = c._replace(kernel=layout)
+            if c not in out:
+                out.append(c)
+    return out
+
+
+def cache_path(device_name: str) -> str:
+    """The JSON file of tuned conv configs for this GPU and Triton version."""
+    import triton
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", device_name).strip("_")
+    return os.path.join(cache_dir("autotune"), f"conv-v{_CACHE_VERSION}-{slug}-triton-{triton.__version__}.json")
+
+
+# ---- operands as the kernels read them --------------------------------------------------------------------
+def _channels_last(t: Tensor) -> Tensor:
+    """``t`` (N, C, H, W) with the same values, stored (N, H, W, C): channels contiguous."""
+    N, C, H, W = t._shape
+    if t._strides[1] == 1 and t._strides[3] == C and t._strides[2] == W * C:
+        return t
+    buf = new_tensor((N, H, W, C), t.dtype, t._storage.device)
+    view = Tensor._make(buf._storage, 0, (N, C, H, W), (H * W * C, 1, W * C, C), t.dtype)
+    copy_into(t, view)
+    return view
+
+
+def _strides(t: Tensor) -> tuple:
+    return tuple(t._strides)
+
+
+def _common(geom) -> tuple:
+    (sh, sw), (ph, _, pw, _), (dh, dw) = geom.stride, geom.padding, geom.dilation
+    return sh, sw, ph, pw, dh, dw
+
+
+def _constexprs(out: Tensor, config: Config, R: int, S: int, precision: str) -> dict:
+    src = _kernels()
+    return dict(R=R, S=S, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+                PRECISION=precision, ACC=src.tl.float64 if out.dtype is D.float64 else src.tl.float32,
+                INTERPRETER_BF16=cuda.EMULATED and out.dtype is D.bfloat16)
+
+
+def _options(config: Config) -> dict:
+    return {"num_warps": config.num_warps, "num_stages": config.num_stages}
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _run_fwd(x: Tensor, w: Tensor, out: Tensor, geom, config: Config, precision: str) -> None:
+    N, C, H, W = x._shape
+    O, CG, R, S = w._shape
+    _, _, P, Q = out._shape
+    G, OG = geom.groups, O // geom.groups
+    if config.kernel == "nhwc":
+        x, w = _channels_last(x), _channels_last(w)
+    grid = (_cdiv(N * P * Q, config.block_m) * _cdiv(OG, config.block_n), G)
+    launch(_kernels().conv2d_fwd_kernel, grid, pointer(x), pointer(w), pointer(out), N, H, W, P, Q, CG, OG,
+           *_strides(x), *_strides(w), *_strides(out), *_common(geom),
+           options=_options(config), **_constexprs(out, config, R, S, precision))
+
+
+def _run_dgrad(g: Tensor, w: Tensor, out: Tensor, geom, config: Config, precision: str) -> None:
+    N, C, H, W = out._shape
+    O, CG, R, S = w._shape
+    _, _, P, Q = g._shape
+    G, OG = geom.groups, O // geom.groups
+    if config.kernel == "nhwc":
+        g = _channels_last(g)
+        # the weight tile is (output channels, input channels): make the input channels contiguous
+        wt = new_tensor((R, S, O, CG), w.dtype, w._storage.device)
+        view = Tensor._make(wt._storage, 0, (O, CG, R, S), (CG, 1, S * O * CG, O * CG), w.dtype)
+        copy_into(w, view)
+        w = view
+    grid = (_cdiv(N * H * W, config.block_m) * _cdiv(CG, config.block_n), G)
+    launch(_kernels().conv2d_dgrad_kernel, grid, pointer(g), pointer(w), pointer(out), N, H, W, P, Q, CG, OG,
+           *_strides(g), *_strides(w), *_strides(out), *_common(geom),
+           options=_options(config), **_constexprs(out, config, R, S, precision))
+
+
+def _wgrad_split(tiles: int, K: int, block_k: int, device_index: int) -> int:
+    """Chunks to split the weight-gradient's reduction into: enough programs to fill the GPU,
+    each chunk at least 8 K-blocks long (shorter ones spend more on partial sums than they save)."""
+    sms = 4 if cuda.EMULATED else _mm._device_info(device_index)[2]
+    return max(1, min(_cdiv(WGRAD_PROGRAMS * sms, tiles), K // (8 * block_k)))
+
+
+def _run_wgrad(x: Tensor, g: Tensor, out: Tensor, geom, config: Config, precision: str) -> None:
+    N, C, H, W = x._shape
+    O, CG, R, S = out._shape
+    _, _, P, Q = g._shape
+    G, OG = geom.groups, O // geom.groups
+    K, CRS = N * P * Q, CG * R * S
+    tiles = _cdiv(OG, config.block_m) * _cdiv(CRS, config.block_n)
+    split = _wgrad_split(tiles * G, K, config.block_k, out._storage.device.index or 0)
+    chunk = _cdiv(_cdiv(K, split), config.block_k) * config.block_k
+    split = _cdiv(K, chunk)
+    acc_dtype = D.float64 if out.dtype is D.float64 else D.float32
+    dest = out if split == 1 else new_tensor((split, O, CRS), acc_dtype, out._storage.device)
+    launch(_kernels().conv2d_wgrad_kernel, (tiles, G, split), pointer(x), pointer(g), pointer(dest),
+           N, H, W, P, Q, CG, OG, *_strides(x), *_strides(g), O * CRS, CRS, *_common(geom), chunk,
+           options=_options(config), **_constexprs(out, config, R, S, precision))
+    if split > 1:
+        numel, block = O * CRS, 1024
+        launch(_kernels().splitk_sum_kernel, (_cdiv(numel, block),), pointer(dest), pointer(out), numel, split,
+               BLOCK=block)
+
+
+# ---- choosing a config -------------------------------------------------------------------------------------------
+_RUNS = {"fwd": _run_fwd, "dgrad": _run_dgrad, "wgrad": _run_wgrad}
+_memo: dict = {}                # (device name, key) -> Config chosen in this process
+_timer: Callable | None = None  # tests set a fake timer to exercise tuning on the emulated device
+
+
+def _gemm(kind: str, a: Tensor, b: Tensor, out: Tensor, groups: int) -> tuple:
+    """(M, N, K) of the kind's GEMM (per group)."""
+    if kind == "fwd":
+        N, O, P, Q = out._shape
+        return N * P * Q, O // groups, math.prod(b._shape[1:])
+    if kind == "dgrad":
+        N, C, H, W = out._shape
+        O, CG, R, S = b._shape
+        return N * H * W, CG, O // groups * R * S
+    O, CG, R, S = out._shape
+    N, _, P, Q = b._shape
+    return O // groups, CG * R * S, N * P * Q
+
+
+def _key(kind: str, a: Tensor, b: Tensor, out: Tensor, geom, precision: str) -> str:
+    shape = lambda t: "x".join(map(str, t._shape))
+    return (f"{kind}/{out.dtype.name}/{precision}/{shape(a)}/{shape(b)}/{shape(out)}/s{geom.stride}"
+            f"/p{geom.padding}/d{geom.dilation}/g{geom.groups}").replace(" ", "")
+
+
+def _config(kind: str, a: Tensor, b: Tensor, out: Tensor, geom, precision: str) -> Config:
+    if cuda.EMULATED and _timer is None:
+        return EMULATED_CONFIG
+    prepare()
+    name = _mm._device_info(out._storage.device.index or 0)[0]
+    key = _key(kind, a, b, out, geom, precision)
+    config = _memo.get((name, key))
+    if config is None:
+        M, N, K = _gemm(kind, a, b, out, geom.groups)
+        configs = candidates(kind, out.dtype, precision, M, N, K)
+        run = lambda c: _RUNS[kind](a, b, out, geom, c, precision)
+        if M * N * K * geom.groups < TUNE_MIN_WORK and _timer is None:
+            config = configs[len(configs) // 2]
+        else:
+            config = _mm.tune(key, configs, run, cache_path(name), timer=_timer or _mm._do_bench)
+        _memo[name, key] = config
+    return config
+
+
+def _conv(kind: str, a: Tensor, b: Tensor, out: Tensor, geom) -> None:
+    if out.numel() == 0:
+        return
+    if a.numel() == 0 or b.numel() == 0:        # an empty reduction (no batch, no channels): zeros
+        copy_into(_scalar_tensor(0, out.dtype), out)
+        return
+    precision = _mm._precision(out.dtype)
+    _RUNS[kind](a, b, out, geom, _config(kind, a, b, out, geom, precision), precision)
+
+
+@_dispatch.register("conv2d", "cuda", DTYPES)
+def conv2d(x: Tensor, w: Tensor, out: Tensor, geom) -> None:
+    _conv("fwd", x, w, out, geom)
+
+
+@_dispatch.register("conv2d_input_grad", "cuda", DTYPES)
+def conv2d_input_grad(g: Tensor, w: Tensor, out: Tensor, geom) -> None:
+    _conv("dgrad", g, w, out, geom)
+
+
+@_dispatch.register("conv2d_weight_grad", "cuda", DTYPES)
+def conv2d_weight_grad(x: Tensor, g: Tensor, out: Tensor, geom) -> None:
+    _conv("wgrad", x, g, out, geom)

@@ -1,0 +1,216 @@
+"""Triton convolution kernels: implicit GEMM (no im2col buffer: each tile of the virtual
+im2col matrix is gathered straight from the input as it is multiplied).
+
+For ``x`` (N, C, H, W), ``w`` (O, C/G, R, S) and ``y`` (N, O, P, Q) (any strides), per group
+of channels (C/G in, O/G out):
+
+* ``conv2d_fwd_kernel``:   y[n, o, p, q] = sum_{c, r, s} x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[o, c, r, s]
+  GEMM rows = (n, p, q) (N*P*Q), columns = o (O/G), reduction = (r, s, c) (R*S*C/G).
+* ``conv2d_dgrad_kernel``: dx[n, c, h, w'] = sum_{o, r, s} dy[n, o, p, q] * w[o, c, r, s]
+  over the (p, q) with p*sh - ph + r*dh = h and q*sw - pw + s*dw = w' (the derivative of the
+  forward in x). Rows = (n, h, w') (N*H*W), columns = c (C/G), reduction = (r, s, o) (R*S*O/G);
+  taps whose (h + ph - r*dh) is not a multiple of sh meet no output and load zeros.
+* ``conv2d_wgrad_kernel``: dw[o, c, r, s] = sum_{n, p, q} dy[n, o, p, q] * x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw]
+  (the derivative in w). Rows = o (O/G), columns = (c, r, s) (C/G*R*S), reduction = (n, p, q);
+  the reduction is long and the output small, so it is split over ``SPLIT`` programs that
+  write float32 partial sums, added by ``splitk_sum_kernel`` (deterministic: no atomics).
+
+Padding reads zeros (masked loads). Products accumulate in float32 (float64 for float64) and
+are rounded once on the store. The reduction runs as one flat loop over (tap, channel block):
+one loop is what Triton's software pipeliner overlaps (``num_stages``). Programs are numbered
+with the column tiles fastest, so the programs that run together share their input rows.
+
+``PRECISION``: ``tl.dot``'s input_precision for float32 ("ieee" exact, or "tf32").
+``INTERPRETER_BF16``: the emulated device only (see ``kernels/src/matmul.py``): the
+interpreter's dot mishandles bfloat16, so operands are widened first (same result).
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def conv2d_fwd_kernel(
+    x_ptr, w_ptr, y_ptr,                 # input (N, C, H, W), weight (O, C/G, R, S), output (N, O, P, Q)
+    N, H, W, P, Q,
+    CG, OG,                              # channels per group: in, out
+    sxn, sxc, sxh, sxw,                  # strides of x, w, y (elements)
+    swo, swc, swr, sws,
+    syn, syo, syp, syq,
+    sh, sw, ph, pw, dh, dw,              # stride, top/left padding, dilation
+    R: tl.constexpr, S: tl.constexpr,    # kernel height, width
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr, ACC: tl.constexpr, INTERPRETER_BF16: tl.constexpr,
+):
+    group = tl.program_id(1)
+    num_n = tl.cdiv(OG, BLOCK_N)
+    pid_m = tl.program_id(0) // num_n
+    pid_n = tl.program_id(0) % num_n
+    M = N * P * Q
+
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)      # output pixels (n, p, q)
+    n = rows // (P * Q)
+    p = (rows // Q) % P
+    q = rows % Q
+    row_ok = rows < M
+    o = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)         # output channels of this group
+    o_ok = o < OG
+    offs_k = tl.arange(0, BLOCK_K)                      # input channels of one block
+
+    x_rows = x_ptr + n.to(tl.int64) * sxn + (group * CG).to(tl.int64) * sxc
+    w_cols = w_ptr + (group * OG + o).to(tl.int64) * swo
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    c_blocks = tl.cdiv(CG, BLOCK_K)
+    for kk in range(0, R * S * c_blocks):
+        rs = kk // c_blocks
+        r = rs // S
+        s = rs % S
+        c = (kk % c_blocks) * BLOCK_K + offs_k
+        c_ok = c < CG
+        h = p * sh - ph + r * dh
+        w_ = q * sw - pw + s * dw
+        inside = row_ok & (h >= 0) & (h < H) & (w_ >= 0) & (w_ < W)   # the padding reads zeros
+        a = tl.load(x_rows[:, None] + (h * sxh + w_ * sxw)[:, None] + c[None, :] * sxc,
+                    mask=inside[:, None] & c_ok[None, :], other=0.0)
+        b = tl.load(w_cols[None, :] + c[:, None] * swc + (r * swr + s * sws),
+                    mask=c_ok[:, None] & o_ok[None, :], other=0.0)
+        if INTERPRETER_BF16:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC)
+
+    y_ptrs = (y_ptr + (n.to(tl.int64) * syn + p * syp + q * syq)[:, None]
+              + (group * OG + o).to(tl.int64)[None, :] * syo)
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & o_ok[None, :])
+
+
+@triton.jit
+def conv2d_dgrad_kernel(
+    g_ptr, w_ptr, dx_ptr,                # grad of the output (N, O, P, Q), weight (O, C/G, R, S), dx (N, C, H, W)
+    N, H, W, P, Q,
+    CG, OG,
+    sgn, sgo, sgp, sgq,
+    swo, swc, swr, sws,
+    sxn, sxc, sxh, sxw,                  # strides of dx
+    sh, sw, ph, pw, dh, dw,
+    R: tl.constexpr, S: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr, ACC: tl.constexpr, INTERPRETER_BF16: tl.constexpr,
+):
+    group = tl.program_id(1)
+    num_n = tl.cdiv(CG, BLOCK_N)
+    pid_m = tl.program_id(0) // num_n
+    pid_n = tl.program_id(0) % num_n
+    M = N * H * W
+
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)      # input pixels (n, h, w)
+    n = rows // (H * W)
+    h = (rows // W) % H
+    w_ = rows % W
+    row_ok = rows < M
+    c = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)         # input channels of this group
+    c_ok = c < CG
+    offs_k = tl.arange(0, BLOCK_K)                      # output channels of one block
+
+    g_rows = g_ptr + n.to(tl.int64) * sgn + (group * OG).to(tl.int64) * sgo
+    w_cols = w_ptr + (group * OG).to(tl.int64) * swo + c * swc
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    o_blocks = tl.cdiv(OG, BLOCK_K)
+    for kk in range(0, R * S * o_blocks):
+        rs = kk // o_blocks
+        r = rs // S
+        s = rs % S
+        o = (kk % o_blocks) * BLOCK_K + offs_k
+        o_ok = o < OG
+        # the output (p, q) whose tap (r, s) lands on (h, w): p*sh = h + ph - r*dh, exactly
+        hp = h + ph - r * dh
+        wq = w_ + pw - s * dw
+        hp = tl.where(hp >= 0, hp, 0)                   # keep the divisions on non-negative numbers
+        wq = tl.where(wq >= 0, wq, 0)
+        p = hp // sh
+        q = wq // sw
+        hit = (row_ok & (h + ph - r * dh >= 0) & (w_ + pw - s * dw >= 0) & (p * sh == hp) & (q * sw == wq)
+               & (p < P) & (q < Q))
+        a = tl.load(g_rows[:, None] + (p * sgp + q * sgq)[:, None] + o[None, :] * sgo,
+                    mask=hit[:, None] & o_ok[None, :], other=0.0)
+        b = tl.load(w_cols[None, :] + o[:, None] * swo + (r * swr + s * sws),
+                    mask=o_ok[:, None] & c_ok[None, :], other=0.0)
+        if INTERPRETER_BF16:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC)
+
+    dx_ptrs = (dx_ptr + (n.to(tl.int64) * sxn + h * sxh + w_ * sxw)[:, None]
+               + (group * CG + c).to(tl.int64)[None, :] * sxc)
+    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=row_ok[:, None] & c_ok[None, :])
+
+
+@triton.jit
+def conv2d_wgrad_kernel(
+    x_ptr, g_ptr, out_ptr,               # input (N, C, H, W), grad of the output (N, O, P, Q), result
+    N, H, W, P, Q,
+    CG, OG,
+    sxn, sxc, sxh, sxw,
+    sgn, sgo, sgp, sgq,
+    out_split, out_o,                    # result strides: per split (partials), per output channel;
+                                         # a row of the result is the contiguous (c, r, s) of one o
+    sh, sw, ph, pw, dh, dw,
+    chunk,                               # reduction elements (n, p, q) per split; a multiple of BLOCK_K
+    R: tl.constexpr, S: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr, ACC: tl.constexpr, INTERPRETER_BF16: tl.constexpr,
+):
+    group = tl.program_id(1)
+    split = tl.program_id(2)
+    CRS = CG * R * S
+    num_n = tl.cdiv(CRS, BLOCK_N)
+    pid_m = tl.program_id(0) // num_n
+    pid_n = tl.program_id(0) % num_n
+    K = N * P * Q
+
+    o = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)         # output channels of this group
+    o_ok = o < OG
+    j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)         # (c, r, s) of the weight
+    j_ok = j < CRS
+    c = j // (R * S)
+    r = (j // S) % R
+    s = j % S
+    offs_k = tl.arange(0, BLOCK_K)
+
+    g_rows = g_ptr + (group * OG + o).to(tl.int64) * sgo
+    x_cols = x_ptr + (group * CG + c).to(tl.int64) * sxc
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    k_end = tl.minimum(K, (split + 1) * chunk)
+    for k0 in range(split * chunk, k_end, BLOCK_K):
+        k = k0 + offs_k                                 # (n, p, q) of the reduction
+        k_ok = k < k_end
+        n = (k // (P * Q)).to(tl.int64)
+        p = (k // Q) % P
+        q = k % Q
+        a = tl.load(g_rows[:, None] + (n * sgn + p * sgp + q * sgq)[None, :],
+                    mask=o_ok[:, None] & k_ok[None, :], other=0.0)
+        h = p[:, None] * sh - ph + r[None, :] * dh
+        w_ = q[:, None] * sw - pw + s[None, :] * dw
+        inside = k_ok[:, None] & j_ok[None, :] & (h >= 0) & (h < H) & (w_ >= 0) & (w_ < W)
+        b = tl.load(x_cols[None, :] + n[:, None] * sxn + h * sxh + w_ * sxw, mask=inside, other=0.0)
+        if INTERPRETER_BF16:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC)
+
+    out_ptrs = (out_ptr + split.to(tl.int64) * out_split + (group * OG + o).to(tl.int64)[:, None] * out_o
+                + j[None, :])
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=o_ok[:, None] & j_ok[None, :])
+
+
+@triton.jit
+def splitk_sum_kernel(part_ptr, out_ptr, numel, SPLIT, BLOCK: tl.constexpr):
+    """out[i] = sum over the SPLIT partial results part[split, i] (contiguous), in order."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < numel
+    acc = tl.load(part_ptr + i, mask=mask, other=0.0)
+    for k in range(1, SPLIT):
+        acc += tl.load(part_ptr + k * numel + i, mask=mask, other=0.0)
+    tl.store(out_ptr + i, acc.to(out_ptr.dtype.element_ty), mask=mask)
