@@ -9,4 +9,4 @@ import os
 # process stalls them). Passive waiting costs a wake-up (microseconds) per parallel kernel.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import conv, indexing, linalg, pointwise, pool, random, reduction, shape  # noqa: F401  (registration)
+from . import conv, indexing, linalg, norm, pointwise, pool, random, reduction, shape  # noqa: F401  (registration)

@@ -981,6 +981,113 @@ op_db += [
            error_inputs=errors_matmul_common),
 ]
 
+# ---- fused norms and losses (ops/norm.py) ----------------------------------------------------------------------
+def _ref_layer_norm(x, ns, w=None, b=None, eps=1e-5, rms=False):
+    ns = (ns,) if isinstance(ns, int) else ns
+    axes = tuple(range(x.ndim - len(ns), x.ndim))
+    c = x if rms else x - x.mean(axes, keepdims=True)
+    y = c / np.sqrt((c * c).mean(axes, keepdims=True) + eps) if x.size else c
+    return y * (1.0 if w is None else w) + (0.0 if b is None else b)
+
+
+def _ref_cross_entropy(x, t, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    cdim = 0 if x.ndim == 1 else 1
+    c = x.shape[cdim]
+    logp = np.moveaxis(x, cdim, -1)
+    logp = logp - np.log(np.exp(logp - logp.max(-1, keepdims=True)).sum(-1, keepdims=True)) - \
+        logp.max(-1, keepdims=True)
+    w = np.ones(c) if weight is None else weight
+    valid = t != ignore_index
+    tc = np.where(valid, t, 0)
+    wt = np.where(valid, w[tc], 0.0)
+    nll = -np.take_along_axis(logp, tc[..., None], -1)[..., 0]
+    smooth = -(logp * w).sum(-1)
+    loss = np.where(valid, (1 - label_smoothing) * wt * nll + label_smoothing / c * smooth, 0.0)
+    if reduction == "none":
+        return loss
+    return loss.sum() if reduction == "sum" else loss.sum() / wt.sum()
+
+
+def _sample_layer_norm(rms):
+    def gen(info, device, dtype, rng):
+        mk = lambda shape, layout=_C: make_tensor(shape, dtype, device, rng=rng, layout=layout)
+        pos = lambda shape: make_tensor(shape, dtype, device, rng=rng, low=0.5, high=2.0)
+        eps = {"eps": 1e-6} if rms else {}
+        yield SampleInput(mk((3, 4)), ((4,), pos((4,))) + (() if rms else (mk((4,)),)), eps, "weight and bias",
+                          reduction_len=4)
+        if dtype not in REPRESENTATIVE:
+            return
+        yield SampleInput(mk((2, 2, 3)), ((2, 3), pos((2, 3))), eps, "2-D normalized_shape", reduction_len=6)
+        yield SampleInput(mk((2, 5)), ((5,),), eps, "no weight", reduction_len=5)
+        yield SampleInput(mk((3, 4), "transposed"), ((4,), pos((4,))), eps, "transposed", reduction_len=4)
+        yield SampleInput(mk((0, 4)), ((4,), pos((4,))), eps, "no rows", reduction_len=4)
+    return gen
+
+
+def _errors_layer_norm(rms):
+    op = "rms_norm" if rms else "layer_norm"
+    return _with(None, _err(lambda d: SampleInput(_f32((2, 3), d), ((4,),), name="wrong normalized_shape"),
+                            RuntimeError, rf"{op}: given normalized_shape=\[4\].*\[\*, 4\].*\[2, 3\]"),
+                 _err(lambda d: SampleInput(_f32((2, 4), d), ((4,), _f32((3,), d)), name="wrong weight"),
+                      RuntimeError, rf"{op}: expected weight of shape \[4\], got \[3\]"),
+                 _err(lambda d: SampleInput(_f32((2, 4), d), ((4,), _f32((4,), d, D.float64)), name="weight dtype"),
+                      RuntimeError, rf"{op}: expected weight of dtype tk.float32.*got tk.float64"))
+
+
+def _sample_cross_entropy(info, device, dtype, rng):
+    mk = lambda shape, layout=_C: make_tensor(shape, dtype, device, rng=rng, low=-3, high=3, layout=layout)
+    idx = lambda v: tk.tensor(v, dtype=D.int64, device=device)
+    w = lambda: make_tensor((5,), dtype, device, rng=rng, low=0.5, high=2.0)
+    yield SampleInput(mk((4, 5)), (idx([0, 4, 2, 2]),), name="mean", reduction_len=5)
+    if dtype not in REPRESENTATIVE:
+        return
+    yield SampleInput(mk((4, 5)), (idx([0, -100, 2, 1]),), {"reduction": "none"}, "none, ignored row", reduction_len=5)
+    yield SampleInput(mk((4, 5)), (idx([3, 4, 1, 2]),), {"reduction": "sum", "label_smoothing": 0.2}, "sum, smoothing",
+                      reduction_len=20)
+    yield SampleInput(mk((2, 5, 3)), (idx([[0, 1, 4], [2, 2, 3]]),), {"ignore_index": 4}, "spatial, ignore 4",
+                      reduction_len=30)
+    yield SampleInput(mk((5,)), (idx(3),), {"label_smoothing": 0.1}, "unbatched", reduction_len=5)
+    yield SampleInput(mk((5, 4), "transposed"), (idx([1, 0, 3, 3, 2]),), name="transposed", reduction_len=5)
+    if dtype.is_floating_point:
+        yield SampleInput(mk((4, 5)), (idx([0, 4, -100, 1]), w()), {"label_smoothing": 0.3},
+                          "class weight, smoothing, ignored", reduction_len=20)
+
+
+def _errors_cross_entropy(info, device):
+    idx = lambda v: tk.tensor(v, dtype=D.int64, device=device)
+    yield ErrorInput(SampleInput(_f32((3, 5), device), (idx([0, 1]),), name="target length"), RuntimeError,
+                     r"cross_entropy: expected target of shape \[3\].*\[3, 5\].*got \[2\]")
+    yield ErrorInput(SampleInput(_f32((3, 5), device), (idx([0, 1, 2]), _f32((4,), device)),
+                                 name="weight length"), RuntimeError, r"expected weight of shape \[5\], got \[4\]")
+    if device == "cpu":         # a GPU gives NaN rather than synchronizing to check
+        yield ErrorInput(SampleInput(_f32((3, 5), device), (idx([0, 5, 1]),), name="class 5 of 5"), IndexError,
+                         r"target 5 is out of bounds for 5 classes")
+
+
+def _norm_op(name):
+    from ..ops import norm
+    return getattr(norm, name)
+
+
+op_db += [
+    OpInfo("layer_norm", lambda *a, **k: _norm_op("layer_norm")(*a, **k), _ref_layer_norm, _sample_layer_norm(False),
+           kind="reduction", error_inputs=_errors_layer_norm(False),
+           torch_fn=lambda torch: torch.nn.functional.layer_norm),
+    OpInfo("rms_norm", lambda *a, **k: _norm_op("rms_norm")(*a, **k),
+           lambda x, ns, w=None, eps=None: _ref_layer_norm(x, ns, w, None, eps, rms=True), _sample_layer_norm(True),
+           kind="reduction", error_inputs=_errors_layer_norm(True),
+           torch_fn=lambda torch: torch.nn.functional.rms_norm),
+    OpInfo("cross_entropy", lambda *a, **k: _norm_op("cross_entropy")(*a, **k), _ref_cross_entropy,
+           _sample_cross_entropy, kind="reduction", error_inputs=_errors_cross_entropy,
+           torch_fn=lambda torch: torch.nn.functional.cross_entropy,
+           grad_skip={"class weight": "class weights get no gradient (as in PyTorch)"}),
+]
+
+# ---- convolution and pooling (entries and references in opinfo_conv.py) -------------------------------------------
+from .opinfo_conv import conv_db  # noqa: E402  (needs OpInfo, SampleInput, make_tensor from above)
+
+op_db += conv_db
+
 _BY_NAME = {info.name: info for info in op_db}
 assert len(_BY_NAME) == len(op_db), "op table names must be unique"
 

@@ -1,0 +1,120 @@
+"""Triton norm and loss kernels on the cuda device: the host side of ``kernels/src/norm.py``.
+
+The GPU twin of ``cpu/norm.py``, registered for the same ops and dtypes. Inputs arrive
+contiguous, viewed as rows (``[M, N]`` for the norms, ``[M, C]`` logits). Block sizes: a row
+of up to ``SINGLE_MAX`` elements is one register tile (one read, one write); longer rows are
+swept in ``LOOP_BLOCK`` steps. The backward runs ``min(M, BWD_PROGRAMS)`` programs, each over
+a contiguous block of rows, and reduces their ``[programs, N]`` dweight / dbias partial sums
+with the reduction kernels (a step of this op, not an op autograd sees).
+"""
+from __future__ import annotations
+
+import functools
+
+from .. import _dispatch
+from .. import dtypes as D
+from .._tensor import Tensor
+from ._launch import launch, pointer, triton_source
+from .pointwise import copy_into
+
+SINGLE_MAX = 8192       # a row up to this long is held in registers (8192 float32: 32 KB per program)
+LOOP_BLOCK = 2048       # longer rows: sweeps of this many elements
+BWD_PROGRAMS = 512      # backward programs (a few per SM on an H100/H200): partial buffers stay small
+CE_BLOCK = 4096         # cross-entropy sweeps the classes in blocks of this many
+
+_kernels = functools.partial(triton_source, "norm")
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def _acc(dtype: D.DType) -> D.DType:
+    return D.float32 if dtype in (D.float16, D.bfloat16) else dtype
+
+
+def _new(shape, dtype, like: Tensor) -> Tensor:
+    from ..ops.creation import new_tensor
+    return new_tensor(shape, dtype, like._storage.device)
+
+
+def _block(n: int):
+    """(SINGLE, BLOCK_N, num_warps) for rows of n elements."""
+    if n <= SINGLE_MAX:
+        b = _pow2(n)
+        return True, b, max(1, min(16, b // 256))
+    return False, LOOP_BLOCK, 8
+
+
+def layer_norm(x, w, b, outs, params) -> None:
+    y, mean, rstd = outs
+    n = params["n"]
+    m = rstd.numel()
+    if m == 0 or n == 0:
+        return
+    single, block, warps = _block(n)
+    launch(_kernels().norm_fwd_kernel, (m,), pointer(x), pointer(w if w is not None else x),
+           pointer(b if b is not None else x), pointer(y), pointer(mean if mean is not None else rstd),
+           pointer(rstd), n, params["eps"], options={"num_warps": warps}, RMS=params["rms"],
+           HAS_W=w is not None, HAS_B=b is not None, SINGLE=single, BLOCK_N=block)
+
+
+def norm_backward(g, x, w, mean, rstd, outs, params) -> None:
+    n = params["n"]
+    m = rstd.numel()
+    if n == 0:
+        return
+    dx = outs[0]
+    single, block, warps = _block(n)
+    programs = min(m, BWD_PROGRAMS)            # no rows: no programs, and dweight sums to 0
+    per = -(-m // programs) if m else 0
+    programs = -(-m // per) if m else 0
+    acc = _acc(x.dtype)
+    has_w = w is not None
+    dwp = _new((programs, n) if has_w else (1,), acc, x)
+    dbp = _new((programs, n) if has_w else (1,), acc, x)
+    if m:
+        launch(_kernels().norm_bwd_kernel, (programs,), pointer(g), pointer(x), pointer(w if has_w else x),
+               pointer(mean if mean is not None else rstd), pointer(rstd), pointer(dx), pointer(dwp),
+               pointer(dbp), m, n, per, options={"num_warps": warps}, RMS=params["rms"], HAS_W=has_w,
+               SINGLE=single, BLOCK_N=block)
+    sum_kernel = _dispatch.lookup("sum", "cuda", acc)
+    for out, part in zip(outs[1:], (dwp, dbp)):
+        if out.dtype is acc:
+            sum_kernel("sum", part, [out], (0,), {})
+        else:
+            total = _new((n,), acc, x)
+            sum_kernel("sum", part, [total], (0,), {})
+            copy_into(total, out)
+
+
+def cross_entropy(x, t, w, outs, params) -> None:
+    loss, lse = outs
+    m, c = x.shape
+    if m == 0:
+        return
+    block = min(_pow2(c), CE_BLOCK)
+    eps = params["label_smoothing"]
+    launch(_kernels().ce_fwd_kernel, (m,), pointer(x), pointer(t), pointer(w if w is not None else x),
+           pointer(loss), pointer(lse), c, params["ignore_index"], eps,
+           options={"num_warps": max(1, min(16, block // 256))}, HAS_W=w is not None, SMOOTH=eps != 0.0,
+           BLOCK_C=block)
+
+
+def cross_entropy_backward(g, x, t, w, lse, dx, params) -> None:
+    m, c = x.shape
+    if m == 0:
+        return
+    block = min(_pow2(c), CE_BLOCK)
+    launch(_kernels().ce_bwd_kernel, (m,), pointer(g), pointer(x), pointer(t), pointer(w if w is not None else x),
+           pointer(lse), pointer(dx), c, params["ignore_index"], params["label_smoothing"],
+           options={"num_warps": max(1, min(16, block // 256))}, HAS_W=w is not None, BLOCK_C=block)
+
+
+_FLOATS = D.FLOAT_DTYPES
+_dispatch.register("layer_norm", "cuda", _FLOATS)(layer_norm)
+_dispatch.register("rms_norm", "cuda", _FLOATS)(layer_norm)
+_dispatch.register("layer_norm_backward", "cuda", _FLOATS)(norm_backward)
+_dispatch.register("rms_norm_backward", "cuda", _FLOATS)(norm_backward)
+_dispatch.register("cross_entropy", "cuda", _FLOATS)(cross_entropy)
+_dispatch.register("cross_entropy_backward", "cuda", _FLOATS)(cross_entropy_backward)
