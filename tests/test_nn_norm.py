@@ -1,0 +1,193 @@
+"""Normalization layers and the fused cross-entropy, against PyTorch (weights loaded by
+state-dict key) where it is installed, numpy otherwise: forward, gradients, train/eval and
+running statistics, bad input. The primitives themselves are in the op table (test_ops.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tensorkit as tk
+from tensorkit.kernels import norm as gpu_norm
+from tensorkit.ops.norm import cross_entropy
+from tensorkit.testing.compare import assert_close
+
+torch = pytest.importorskip("torch")
+DEVICES = ["cpu", "cuda"]
+
+
+def _tk(t, device="cpu", grad=False):
+    x = tk.tensor(t.detach().numpy(), device=device)
+    return x.requires_grad_() if grad else x
+
+
+def _load(ours, theirs, device):
+    ours.load_state_dict({k: tk.tensor(v.detach().numpy()) for k, v in theirs.state_dict().items()})
+    return ours.to(device)
+
+
+def _compare_module(ours, theirs, x_np, device, atol=1e-5):
+    """Forward output and the gradients of the input and of every parameter, vs torch."""
+    xt = torch.tensor(x_np, requires_grad=True)
+    yt = theirs(xt)
+    g = np.random.default_rng(1).standard_normal(tuple(yt.shape)).astype(np.float32)
+    yt.backward(torch.tensor(g))
+    x = tk.tensor(x_np, device=device, requires_grad=True)
+    y = ours(x)
+    y.backward(tk.tensor(g, device=device))
+    assert_close(y.cpu(), yt.detach().numpy(), rtol=1e-5, atol=atol, msg="output")
+    assert_close(x.grad.cpu(), xt.grad.numpy(), rtol=1e-4, atol=atol, msg="input gradient")
+    theirs_p = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        assert_close(p.grad.cpu(), theirs_p[name].grad.numpy(), rtol=1e-4, atol=atol * 10, msg=f"grad of {name}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["layer", "layer 2-D no bias", "rms", "group"])
+def test_norm_layers_match_torch(kind, device):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    if kind == "layer":
+        theirs, ours, shape = torch.nn.LayerNorm(6), tk.nn.LayerNorm(6), (3, 6)
+    elif kind == "layer 2-D no bias":
+        theirs, ours, shape = torch.nn.LayerNorm((2, 3), bias=False), tk.nn.LayerNorm((2, 3), bias=False), (4, 2, 3)
+    elif kind == "rms":
+        theirs, ours, shape = torch.nn.RMSNorm(5, eps=1e-6), tk.nn.RMSNorm(5, eps=1e-6), (2, 3, 5)
+    else:
+        theirs, ours, shape = torch.nn.GroupNorm(2, 4), tk.nn.GroupNorm(2, 4), (2, 4, 3)
+    with torch.no_grad():                   # non-trivial affine parameters
+        for p in theirs.parameters():
+            p.copy_(torch.randn(p.shape))
+    assert set(ours.state_dict()) == set(theirs.state_dict())
+    _compare_module(_load(ours, theirs, device), theirs, rng.standard_normal(shape).astype(np.float32), device)
+
+
+def test_layer_norm_long_rows_on_the_loop_path(monkeypatch):
+    """Rows longer than one register tile take the Triton kernels' sweeping path (thresholds
+    lowered so the interpreter stays fast), and the backward's partial sums span several programs."""
+    monkeypatch.setattr(gpu_norm, "SINGLE_MAX", 4)
+    monkeypatch.setattr(gpu_norm, "LOOP_BLOCK", 4)
+    monkeypatch.setattr(gpu_norm, "BWD_PROGRAMS", 2)
+    monkeypatch.setattr(gpu_norm, "CE_BLOCK", 4)
+    rng = np.random.default_rng(0)
+    x_np, w_np, b_np = rng.standard_normal((5, 10)), rng.standard_normal(10), rng.standard_normal(10)
+    for rms in (False, True):
+        theirs = [torch.tensor(a, requires_grad=True) for a in (x_np, w_np, b_np)]
+        if rms:
+            yt = torch.nn.functional.rms_norm(theirs[0], (10,), theirs[1], 1e-5) + theirs[2]
+        else:
+            yt = torch.nn.functional.layer_norm(*theirs[:1], (10,), *theirs[1:])
+        yt.sum().backward()
+        ours = [tk.tensor(a, device="cuda", requires_grad=True) for a in (x_np, w_np, b_np)]
+        y = (tk.nn.functional.rms_norm(ours[0], (10,), ours[1], 1e-5) + ours[2] if rms
+             else tk.nn.functional.layer_norm(ours[0], (10,), ours[1], ours[2]))
+        y.sum().backward()
+        assert_close(y.cpu(), yt.detach().numpy(), msg=f"rms={rms} forward")
+        for o, t in zip(ours, theirs):
+            assert_close(o.grad.cpu(), t.grad.numpy(), msg=f"rms={rms} gradient")
+    t_np = np.array([0, 9, 3, -100, 7])
+    xt = torch.tensor(x_np, requires_grad=True)
+    lt = torch.nn.functional.cross_entropy(xt, torch.tensor(t_np), label_smoothing=0.1)
+    lt.backward()
+    x = tk.tensor(x_np, device="cuda", requires_grad=True)
+    loss = cross_entropy(x, tk.tensor(t_np, device="cuda"), label_smoothing=0.1)
+    loss.backward()
+    assert_close(loss.cpu(), lt.detach().numpy(), msg="cross_entropy forward")
+    assert_close(x.grad.cpu(), xt.grad.numpy(), msg="cross_entropy gradient")
+
+
+def test_layer_norm_double_backward_matches_torch():
+    rng = np.random.default_rng(0)
+    arrays = rng.standard_normal((3, 4)), rng.standard_normal(4), rng.standard_normal(4)
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    ours = [tk.tensor(a, requires_grad=True) for a in arrays]
+    yt = torch.nn.functional.layer_norm(theirs[0], (4,), theirs[1], theirs[2])
+    gt = torch.autograd.grad((yt * yt.detach().sin()).sum(), theirs, create_graph=True)
+    sum(g.square().sum() for g in gt).backward()
+    y = tk.nn.functional.layer_norm(ours[0], (4,), ours[1], ours[2])
+    g = tk.autograd.grad((y * y.detach().sin()).sum(), ours, create_graph=True)
+    sum(t.square().sum() for t in g).backward()
+    for o, t in zip(ours, theirs):          # the bias's gradient does not depend on the bias: None in torch
+        expected = t.grad.numpy() if t.grad is not None else np.zeros(t.shape)
+        assert_close(o.grad if o.grad is not None else tk.zeros(o.shape, dtype=o.dtype), expected,
+                     msg="second-order gradient")
+
+
+@pytest.mark.parametrize("cls,shape", [("BatchNorm1d", (6, 3)), ("BatchNorm1d", (4, 3, 2)), ("BatchNorm2d", (2, 3, 2, 2))])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batch_norm_train_then_eval_matches_torch(cls, shape, momentum):
+    torch.manual_seed(0)
+    theirs = getattr(torch.nn, cls)(3, momentum=momentum)
+    with torch.no_grad():
+        theirs.weight.copy_(torch.randn(3))
+        theirs.bias.copy_(torch.randn(3))
+    ours = _load(getattr(tk.nn, cls)(3, momentum=momentum), theirs, "cpu")
+    assert set(ours.state_dict()) == set(theirs.state_dict())
+    rng = np.random.default_rng(0)
+    for step in range(2):            # two training steps: running stats and num_batches_tracked move
+        _compare_module(ours, theirs, (rng.standard_normal(shape) * 2 + 1).astype(np.float32), "cpu")
+        for p in list(ours.parameters()) + list(theirs.parameters()):
+            p.grad = None
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert_close(getattr(ours, name), getattr(theirs, name).numpy(), rtol=1e-5, atol=1e-6, msg=name)
+    ours.eval()
+    theirs.eval()
+    x_np = rng.standard_normal(shape).astype(np.float32)
+    before = ours.running_mean.numpy().copy()
+    _compare_module(ours, theirs, x_np, "cpu")
+    assert np.array_equal(ours.running_mean.numpy(), before), "eval must not update the running statistics"
+    assert int(ours.num_batches_tracked.item()) == 2
+
+
+def test_batch_norm_without_running_stats_and_on_cuda():
+    torch.manual_seed(0)
+    theirs = torch.nn.BatchNorm2d(2, affine=False, track_running_stats=False)
+    ours = tk.nn.BatchNorm2d(2, affine=False, track_running_stats=False)
+    assert ours.state_dict() == {} and ours.running_mean is None
+    x_np = np.random.default_rng(0).standard_normal((3, 2, 2, 2)).astype(np.float32)
+    ours.eval()
+    theirs.eval()                     # no running stats: batch statistics even in eval
+    _compare_module(ours, theirs, x_np, "cpu")
+    theirs = torch.nn.BatchNorm1d(2)
+    _compare_module(_load(tk.nn.BatchNorm1d(2), theirs, "cuda"), theirs, x_np[:, :, 0, 0], "cuda")
+
+
+def test_cross_entropy_module_paths_match_torch():
+    rng = np.random.default_rng(0)
+    x_np = rng.standard_normal((3, 4, 2))
+    t_np = np.array([[0, 3], [-1, 2], [1, 1]])
+    w_np = np.array([1.0, 2.0, 0.5, 1.5])
+    for kw in ({}, {"reduction": "sum", "label_smoothing": 0.2}, {"ignore_index": -1, "reduction": "none"}):
+        for weight in (None, w_np):
+            xt = torch.tensor(x_np, requires_grad=True)
+            wt = torch.tensor(weight) if weight is not None else None
+            tt = torch.tensor(np.where(t_np < 0, 0, t_np) if "ignore_index" not in kw else t_np)
+            lt = torch.nn.functional.cross_entropy(xt, tt, wt, **kw)
+            lt.sum().backward()
+            x = tk.tensor(x_np, requires_grad=True)
+            loss = cross_entropy(x, tk.tensor(tt.numpy()), tk.tensor(weight) if weight is not None else None, **kw)
+            loss.sum().backward()
+            assert_close(loss, lt.detach().numpy(), msg=f"{kw} weight={weight is not None}")
+            assert_close(x.grad, xt.grad.numpy(), msg=f"{kw} weight={weight is not None}: gradient")
+    probs = rng.dirichlet(np.ones(4), size=3)
+    xt = torch.tensor(x_np[:, :, 0], requires_grad=True)
+    lt = torch.nn.functional.cross_entropy(xt, torch.tensor(probs), label_smoothing=0.1)
+    loss = cross_entropy(tk.tensor(x_np[:, :, 0]), tk.tensor(probs), label_smoothing=0.1)
+    assert_close(loss, lt.detach().numpy(), msg="probability targets")
+
+
+def test_bad_input_names_shapes():
+    with pytest.raises(RuntimeError, match=r"normalized_shape=\[6\].*\[\*, 6\].*\[2, 5\]"):
+        tk.nn.LayerNorm(6)(tk.randn(2, 5))
+    with pytest.raises(ValueError, match=r"expected input with 3 channels \(dim 1\), got shape \[4, 2\]"):
+        tk.nn.BatchNorm1d(3)(tk.randn(4, 2))
+    with pytest.raises(ValueError, match=r"expected 4D input \[N, C, H, W\] \(got 3D input of shape \[2, 3, 4\]\)"):
+        tk.nn.BatchNorm2d(3)(tk.randn(2, 3, 4))
+    with pytest.raises(ValueError, match=r"more than 1 value per channel.*\[1, 3\]"):
+        tk.nn.BatchNorm1d(3)(tk.randn(1, 3))
+    with pytest.raises(RuntimeError, match=r"GroupNorm: expected input of shape \[N, 4, \*\], got \[2, 3\]"):
+        tk.nn.GroupNorm(2, 4)(tk.randn(2, 3))
+    with pytest.raises(RuntimeError, match=r"expected target of shape \[2\] for input of shape \[2, 5\]"):
+        cross_entropy(tk.randn(2, 5), tk.tensor([1, 2, 3]))
+    with pytest.raises(RuntimeError, match=r"expected weight on cpu"):
+        tk.nn.functional.layer_norm(tk.randn(2, 3), (3,), tk.ones(3, device="cuda"))
