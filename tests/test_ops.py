@@ -351,31 +351,26 @@ def _has_float64_gradient(info):
     return keep
 
 
-@pytest.mark.parametrize("info", [_grad_param(i) for i in _GRAD_INFOS if D.float64 in i.supported_dtypes("cpu")])
-def test_gradcheck(info):
-    checked = 0
-    for s in info.grad_samples("cpu", D.float64, limit=4, where=_has_float64_gradient(info)):
-        fn, inputs = _differentiable(info, s, D.float64)
-        checked += 1
+def _check_float64(info, check, limit):
+    """Run ``check(fn, inputs)`` (gradcheck or gradgradcheck) on up to ``limit`` (+1 strided) samples."""
+    samples = info.grad_samples("cpu", D.float64, limit=limit, where=_has_float64_gradient(info))
+    assert samples, f"{info.name}: no sample has a float64 gradient to check (mark the entry supports_grad=False?)"
+    for s in samples:
         try:
-            tk.autograd.gradcheck(fn, inputs)
+            check(*_differentiable(info, s, D.float64))
         except tk.autograd.GradcheckError as e:
             pytest.fail(f"{info.name} {s}: {e}")
-    assert checked, f"{info.name}: no sample had a float64 gradient to check (mark the entry supports_grad=False?)"
+
+
+@pytest.mark.parametrize("info", [_grad_param(i) for i in _GRAD_INFOS if D.float64 in i.supported_dtypes("cpu")])
+def test_gradcheck(info):
+    _check_float64(info, tk.autograd.gradcheck, limit=4)
 
 
 @pytest.mark.parametrize("info", [_grad_param(i) for i in _GRAD_INFOS
                                   if i.supports_gradgrad and D.float64 in i.supported_dtypes("cpu")])
 def test_gradgradcheck(info):
-    checked = 0
-    for s in info.grad_samples("cpu", D.float64, limit=1, where=_has_float64_gradient(info)):
-        fn, inputs = _differentiable(info, s, D.float64)
-        checked += 1
-        try:
-            tk.autograd.gradgradcheck(fn, inputs)
-        except tk.autograd.GradcheckError as e:
-            pytest.fail(f"{info.name} {s}: {e}")
-    assert checked, f"{info.name}: no sample had a float64 gradient to check"
+    _check_float64(info, tk.autograd.gradgradcheck, limit=1)
 
 
 @pytest.mark.parametrize("info", [pytest.param(i, id=i.name) for i in op_db if not i.supports_grad])
