@@ -25,6 +25,12 @@ def _dropout(x: Tensor, p: float) -> Tensor:
     return keep.where(x, 0.0) * (1.0 / (1.0 - p))
 
 
+def _causal(lq: int, s: int, device) -> Tensor:
+    """True where key j comes after query i (j > i): what a causal mask hides (top-left aligned)."""
+    from .creation import arange
+    return arange(s, device=device).unsqueeze(0) > arange(lq, device=device).unsqueeze(1)
+
+
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
                                  dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
                                  enable_gqa: bool = False) -> Tensor:
@@ -56,8 +62,7 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     scores = (query * scale) @ key.transpose(-2, -1)
     masked = None
     if is_causal:
-        from .creation import ones
-        masked = ~ones((lq, s), dtype=D.bool_, device=query.device).tril()
+        masked = _causal(lq, s, query.device)
     elif attn_mask is not None:
         if attn_mask.dtype is D.bool_:
             masked = ~attn_mask
@@ -135,8 +140,7 @@ def multi_head_attention_forward(query: Tensor, key: Tensor, value: Tensor, embe
     v = v.reshape(s, n, num_heads, hd).permute(1, 2, 0, 3)
     mask = None
     if is_causal and attn_mask is None:
-        from .creation import ones
-        attn_mask = ~ones((lq, s), dtype=D.bool_, device=query.device).tril()
+        attn_mask = _causal(lq, s, query.device)
     if attn_mask is not None:
         if attn_mask.ndim == 2:
             if tuple(attn_mask.shape) != (lq, s):
