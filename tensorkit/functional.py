@@ -200,10 +200,16 @@ def frac(input) -> Tensor:
 
 
 def sigmoid(input) -> Tensor:
-    """``1 / (1 + exp(-input))``; integer and bool inputs give the default float dtype."""
+    """``1 / (1 + exp(-input))``; integer and bool inputs give the default float dtype.
+
+    Computed as ``1 / (1 + e)`` for ``x >= 0`` and ``e / (1 + e)`` below, with ``e = exp(-|x|)``
+    taken branch-wise: ``exp`` never overflows, so the gradient is finite everywhere (the naive
+    form's backward multiplies 0 by ``exp(100) = inf`` at ``x = -100``)."""
     if not input.dtype.is_floating_point:     # negate in float: -x of an unsigned int wraps
         input = input.to(D.get_default_dtype())
-    return P.div(1, P.add(P.exp(P.neg(input)), 1))
+    pos = P.ge(input, 0)
+    e = P.exp(P.where(pos, P.neg(input), input))
+    return P.where(pos, P.div(1, P.add(e, 1)), P.div(e, P.add(e, 1)))
 
 
 def relu(input) -> Tensor:

@@ -287,7 +287,8 @@ def test_module_list_dict_parameter_list_dict():
     pl = nn.ParameterList([tk.zeros(2), nn.Parameter(tk.ones(3))])
     assert all(type(p) is nn.Parameter for p in pl) and len(pl) == 2
     assert [n for n, _ in pl.named_parameters()] == ["0", "1"]
-    assert "(1): Parameter containing: [tk.float32 of size 3]" in repr(pl)
+    assert repr(pl) == ("ParameterList(\n    (0): Parameter containing: [tk.float32 of size 2]\n"
+                        "    (1): Parameter containing: [tk.float32 of size 3]\n)")
     pd = nn.ParameterDict({"a": tk.zeros(1)})
     pd["b"] = tk.ones(2)
     assert list(pd.keys()) == ["a", "b"] and type(pd["b"]) is nn.Parameter

@@ -41,6 +41,41 @@ def test_sdpa_matches_torch(case, device):
         assert_close(x.grad.cpu(), t.grad.numpy(), msg=f"{case}: gradient of {name}")
 
 
+@pytest.mark.parametrize("dtype,causal,shape", [("float16", True, (2, 2, 20, 9, 12)), ("float32", False, (1, 3, 5, 7, 16))])
+def test_flash_attention_path_matches_torch(monkeypatch, dtype, causal, shape):
+    """On the GPU, unmasked / causal attention runs the fused kernel (head dim and lengths not
+    multiples of the tiles here); its composite backward is differentiable twice."""
+    from tensorkit.ops import attention
+    calls = []
+    monkeypatch.setattr(attention, "flash_attention", lambda *a: calls.append(1) or flash(*a))
+    flash = _original_flash
+    b, h, lq, s, d = shape
+    rng = np.random.default_rng(0)
+    arrays = rng.standard_normal((b, h, lq, d)), rng.standard_normal((b, h, s, d)), rng.standard_normal((b, h, s, d))
+    ts = [torch.tensor(a, dtype=torch.float32, requires_grad=True) for a in arrays]
+    scores = ts[0] @ ts[1].transpose(-2, -1) / np.sqrt(d)      # torch's CPU kernel has no double backward
+    if causal:
+        scores = scores.masked_fill(torch.ones(lq, s, dtype=torch.bool).triu(1), -np.inf)
+    ot = scores.softmax(-1) @ ts[2]
+    gt = torch.autograd.grad((ot * ot.detach().cos()).sum(), ts, create_graph=True)
+    sum((g * g).sum() for g in gt).backward()
+    xs = [tk.tensor(a, device="cuda").to(getattr(tk, dtype)).requires_grad_() for a in arrays]
+    o = F.scaled_dot_product_attention(*xs, is_causal=causal)
+    assert calls, "the fused kernel was not used"
+    tol = {"rtol": 2e-3, "atol": 2e-3} if dtype == "float16" else {}
+    assert_close(o.detach().cpu().float(), ot.detach().numpy(), **tol, msg="flash forward")
+    g = tk.autograd.grad((o * o.detach().cos()).sum(), xs, create_graph=True)
+    for name, a, e in zip("qkv", g, gt):
+        assert_close(a.detach().cpu().float(), e.detach().numpy(), **tol, msg=f"gradient of {name}")
+    if dtype == "float32":
+        sum((t * t).sum() for t in g).backward()
+        for name, x, t in zip("qkv", xs, ts):
+            assert_close(x.grad.cpu(), t.grad.numpy(), rtol=1e-4, atol=1e-4, msg=f"second-order gradient of {name}")
+
+
+from tensorkit.ops.attention import flash_attention as _original_flash  # noqa: E402
+
+
 def test_sdpa_dropout_and_errors():
     x = tk.ones(2, 8, 4)
     out = F.scaled_dot_product_attention(x, x, x, dropout_p=0.5)

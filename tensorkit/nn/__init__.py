@@ -12,4 +12,4 @@ Example::
 """
 from .parameter import Buffer, Parameter
 from .modules import *  # noqa: F401,F403  (every layer; the list is modules/__init__.py's __all__)
-from . import functional
+from . import functional, init, utils

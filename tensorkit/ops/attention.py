@@ -1,8 +1,10 @@
 """Attention: ``scaled_dot_product_attention`` and ``multi_head_attention_forward``.
 
-Both are composites today (matmul + softmax, with masks and dropout): the attention matrix
-``[..., L, S]`` is materialized, so memory grows with L * S. A fused (flash) forward and
-backward is the planned primitive for this file.
+On the GPU, attention without a mask (or causal) and without dropout runs the fused
+``flash_attention`` primitive: one kernel, the ``[L, S]`` scores never stored. Its backward is
+a composite (recomputes the scores with matmul + softmax: memory grows with L * S, and it is
+differentiable again); a fused backward is the next step. Everything else (masks, dropout, the
+CPU) is the composite matmul + softmax.
 
 ``scaled_dot_product_attention`` follows PyTorch's math backend, including its "safe
 softmax": a query row whose keys are all masked out gets zeros, not NaN.
@@ -11,8 +13,12 @@ from __future__ import annotations
 
 import math
 
+from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor
+from .creation import new_tensor
+
+FLASH_MAX_HEAD_DIM = 256         # the fused kernel holds a [BLOCK_M, head_dim] accumulator per program
 
 
 def _dropout(x: Tensor, p: float) -> Tensor:
@@ -59,6 +65,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
             *t.shape[:-3], t.shape[-3] * rep, *t.shape[-2:]) for t in (key, value)]
     lq, s = query.shape[-2], key.shape[-2]
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    if attn_mask is None and dropout_p == 0.0 and _flash_ok(query, key, value):
+        return flash_attention(query, key, value, scale, is_causal)
     scores = (query * scale) @ key.transpose(-2, -1)
     masked = None
     if is_causal:
@@ -178,3 +186,42 @@ def multi_head_attention_forward(query: Tensor, key: Tensor, value: Tensor, embe
         out = out.squeeze(1)
         weights = weights.squeeze(0) if weights is not None else None
     return out, weights
+
+
+# ---- the fused primitive ----------------------------------------------------------------------------------
+def _flash_ok(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    dev = q._storage.device.type
+    return (q.ndim >= 3 and q.dtype is k.dtype is v.dtype and q.device == k.device == v.device
+            and q.shape[-1] == v.shape[-1] and q.shape[-1] <= FLASH_MAX_HEAD_DIM
+            and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.numel() > 0 and k.shape[-2] > 0
+            and (("flash_attention", dev, q.dtype) in _dispatch.KERNELS))
+
+
+def flash_attention(query: Tensor, key: Tensor, value: Tensor, scale: float, causal: bool = False) -> Tensor:
+    """The fused primitive: ``softmax(q kᵀ · scale [causal]) v`` for ``[..., L, D]`` queries,
+    ``[..., S, D]`` keys and values of one dtype (batch dims equal, not broadcast)."""
+    lead = tuple(query.shape[:-2])
+    lq, s, d = query.shape[-2], key.shape[-2], query.shape[-1]
+    q, k, v = (t.reshape(-1, t.shape[-2], d).contiguous() for t in (query, key, value))
+    dev = q._storage.device
+    outs = [new_tensor(q.shape, q.dtype, dev), new_tensor(q.shape[:2], D.float32, dev)]
+    params = {"scale": float(scale), "causal": bool(causal)}
+    _dispatch.lookup("flash_attention", dev.type, q.dtype)(q, k, v, outs, params)
+    if _dispatch.observers:
+        _dispatch.notify("flash_attention", (q, k, v), tuple(outs), params)
+    return outs[0].reshape(lead + (lq, d))
+
+
+@_dispatch.defvjp("flash_attention")
+def _flash_attention_vjp(g, node):
+    """With p = softmax(s), s = q kᵀ · scale: dv = pᵀ g, dp = g vᵀ, ds = p (dp - Σ dp p),
+    dq = ds k · scale, dk = dsᵀ q · scale (recomputed from q, k: differentiable again)."""
+    q, k, v = node.inputs
+    scale, causal = node.params["scale"], node.params["causal"]
+    scores = (q * scale) @ k.transpose(-2, -1)
+    if causal:
+        scores = scores.masked_fill(_causal(q.shape[-2], k.shape[-2], q.device), -math.inf)
+    p = scores.softmax(-1)
+    dp = g @ v.transpose(-2, -1)
+    ds = p * (dp - (dp * p).sum(-1, keepdim=True))
+    return (ds @ k) * scale, (ds.transpose(-2, -1) @ q) * scale, p.transpose(-2, -1) @ g

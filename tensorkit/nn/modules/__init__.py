@@ -5,6 +5,15 @@ listed in ``__all__``.
 """
 from .module import Module, RemovableHandle, register_module_forward_hook, register_module_forward_pre_hook
 from .container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
+from .linear import Bilinear, Identity, LazyLinear, Linear
+from .flatten import Flatten, Unflatten
+from .activation import (CELU, ELU, GELU, GLU, SELU, Hardsigmoid, Hardswish, Hardtanh, LeakyReLU, LogSigmoid,
+                         LogSoftmax, Mish, PReLU, ReLU, ReLU6, Sigmoid, SiLU, Softmax, Softmin, Softplus, Softsign,
+                         Tanh, Tanhshrink)
+from .dropout import Dropout, Dropout1d, Dropout2d, Dropout3d
+from .sparse import Embedding
+from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, KLDivLoss, L1Loss, MSELoss, NLLLoss,
+                   PoissonNLLLoss, SmoothL1Loss)
 from .normalization import GroupNorm, LayerNorm, RMSNorm
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell

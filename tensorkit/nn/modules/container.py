@@ -265,14 +265,15 @@ class ParameterList(Module):
         return self
 
     def extra_repr(self) -> str:
+        # PyTorch's layout, indent included: "ParameterList(  (0): Parameter containing: [...])"
         lines = []
         for i, p in enumerate(self):
             if isinstance(p, Tensor):
                 dev = "" if p.device.type == "cpu" else f" ({p.device})"
-                lines.append(f"({i}): {'Parameter' if isinstance(p, Parameter) else 'Tensor'} containing: "
+                lines.append(f"  ({i}): {'Parameter' if isinstance(p, Parameter) else 'Tensor'} containing: "
                              f"[{p.dtype} of size {'x'.join(map(str, p.shape))}{dev}]")
             else:
-                lines.append(f"({i}): Object of type: {type(p).__name__}")
+                lines.append(f"  ({i}): Object of type: {type(p).__name__}")
         return "\n".join(lines)
 
     def forward(self, *args, **kwargs):
@@ -341,10 +342,10 @@ class ParameterDict(Module):
         for k, p in self.items():
             if isinstance(p, Tensor):
                 dev = "" if p.device.type == "cpu" else f" ({p.device})"
-                lines.append(f"({k}): {'Parameter' if isinstance(p, Parameter) else 'Tensor'} containing: "
+                lines.append(f"  ({k}): {'Parameter' if isinstance(p, Parameter) else 'Tensor'} containing: "
                              f"[{p.dtype} of size {'x'.join(map(str, p.shape))}{dev}]")
             else:
-                lines.append(f"({k}): Object of type: {type(p).__name__}")
+                lines.append(f"  ({k}): Object of type: {type(p).__name__}")
         return "\n".join(lines)
 
     def forward(self, *args, **kwargs):
