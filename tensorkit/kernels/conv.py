@@ -47,7 +47,7 @@ DTYPES = (D.float16, D.bfloat16, D.float32, D.float64)
 Config = _mm.Config                  # kernel: the operands' layout, "nchw" | "nhwc"
 _CACHE_VERSION = 1
 
-EMULATED_CONFIG = Config("nchw", 16, 16, 16, num_warps=1, num_stages=1)
+EMULATED_CONFIG = Config("nchw", 64, 16, 16, num_warps=1, num_stages=1)
 TUNE_MIN_WORK = 1 << 24              # multiply-adds below which a convolution is not worth timing
 WGRAD_PROGRAMS = 4                   # the weight-gradient splits until about this many programs per SM
 

@@ -49,7 +49,7 @@ def max_pool2d(x: Tensor, out: Tensor, idx: Tensor, geom) -> None:
     launch(_kernels().max_pool_kernel, (_cdiv(total, block),), pointer(x), pointer(out), pointer(idx),
            total, C, H, W, Ho, Wo, *x._strides, *geom.h, *geom.w,
            _longest(H, Ho, geom.h, geom.adaptive), _longest(W, Wo, geom.w, geom.adaptive),
-           ADAPTIVE=geom.adaptive, BLOCK=block)
+           ADAPTIVE=geom.adaptive, ACC=_acc(out), BLOCK=block)
 
 
 @_dispatch.register("avg_pool2d", "cuda", DTYPES)

@@ -281,3 +281,29 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
     y = conv2d_input_grad(x, weight, (x.shape[0], channels) + size, geom)
     y = _add_bias(y, bias, weight.shape, op, channels)
     return y.squeeze(0) if unbatched else y
+
+
+def conv2d_weight(input: Tensor, weight_size, grad_output: Tensor, stride=1, padding=0, dilation=1,
+                  groups: int = 1) -> Tensor:
+    """The gradient of ``conv2d(input, w, ...)`` with respect to ``w`` (of ``weight_size``), given
+    the gradient ``grad_output`` of its result (``torch.nn.grad.conv2d_weight``)."""
+    _check_operands("conv2d_weight", input, grad_output)
+    if input.ndim != 4 or grad_output.ndim != 4 or len(weight_size) != 4:
+        raise RuntimeError(f"conv2d_weight: expected 4-D input and grad_output and a 4-D weight_size, got "
+                           f"{list(input.shape)}, {list(grad_output.shape)} and {list(weight_size)}")
+    geom = _geometry("conv2d_weight", input.shape, weight_size, stride, padding, dilation, groups)
+    _check_channels(input.shape, weight_size, geom.groups)
+    return conv2d_weight_grad(input, grad_output, weight_size, geom)
+
+
+def conv2d_input(input_size, weight: Tensor, grad_output: Tensor, stride=1, padding=0, dilation=1,
+                 groups: int = 1) -> Tensor:
+    """The gradient of ``conv2d(x, weight, ...)`` with respect to ``x`` (of ``input_size``), given
+    the gradient ``grad_output`` of its result (``torch.nn.grad.conv2d_input``)."""
+    _check_operands("conv2d_input", grad_output, weight)
+    if grad_output.ndim != 4 or weight.ndim != 4 or len(input_size) != 4:
+        raise RuntimeError(f"conv2d_input: expected a 4-D input_size, weight and grad_output, got "
+                           f"{list(input_size)}, {list(weight.shape)} and {list(grad_output.shape)}")
+    geom = _geometry("conv2d_input", input_size, weight.shape, stride, padding, dilation, groups)
+    _check_channels(input_size, weight.shape, geom.groups)
+    return conv2d_input_grad(grad_output, weight, input_size, geom)

@@ -52,7 +52,10 @@ def max_pool_kernel(
     sxn, sxc, sxh, sxw,
     kh, sh, ph, dh, kw, sw, pw, dw,
     KH_MAX, KW_MAX,                      # the longest window along each axis (loop bounds)
-    ADAPTIVE: tl.constexpr, BLOCK: tl.constexpr,
+    ADAPTIVE: tl.constexpr,
+    ACC: tl.constexpr,                   # compared in float32 (float64): exact, and the emulated device's
+                                         # bfloat16 compares raw bits
+    BLOCK: tl.constexpr,
 ):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = i < total
@@ -62,18 +65,18 @@ def max_pool_kernel(
     base = x_ptr + (nc // C).to(tl.int64) * sxn + (nc % C).to(tl.int64) * sxc
     h0, ch, sth = _window(oh, H, Ho, kh, sh, ph, dh, ADAPTIVE)
     w0, cw, stw = _window(ow, W, Wo, kw, sw, pw, dw, ADAPTIVE)
-    best = tl.full((BLOCK,), float("-inf"), tl.float32).to(x_ptr.dtype.element_ty)
+    best = tl.full((BLOCK,), float("-inf"), ACC)
     at = tl.full((BLOCK,), -1, tl.int64)
     for a in range(0, KH_MAX):
         h = h0 + a * sth
         for b in range(0, KW_MAX):
             w = w0 + b * stw
             ok = live & (a < ch) & (b < cw) & (h >= 0) & (h < H) & (w >= 0) & (w < W)
-            v = tl.load(base + h * sxh + w * sxw, mask=ok, other=0.0)
+            v = tl.load(base + h * sxh + w * sxw, mask=ok, other=0.0).to(ACC)
             take = ok & ((at < 0) | (v > best) | (v != v))      # NaN wins, as in PyTorch
             best = tl.where(take, v, best)
             at = tl.where(take, (h * W + w).to(tl.int64), at)
-    tl.store(y_ptr + i, best, mask=live)
+    tl.store(y_ptr + i, best.to(y_ptr.dtype.element_ty), mask=live)
     tl.store(idx_ptr + i, at, mask=live)
 
 
