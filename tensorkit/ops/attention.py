@@ -147,7 +147,7 @@ def multi_head_attention_forward(query: Tensor, key: Tensor, value: Tensor, embe
     k = k.reshape(s, n, num_heads, hd).permute(1, 2, 0, 3)
     v = v.reshape(s, n, num_heads, hd).permute(1, 2, 0, 3)
     mask = None
-    if is_causal and attn_mask is None:
+    if is_causal and attn_mask is None and (need_weights or key_padding_mask is not None):
         attn_mask = _causal(lq, s, query.device)
     if attn_mask is not None:
         if attn_mask.ndim == 2:
@@ -169,13 +169,18 @@ def multi_head_attention_forward(query: Tensor, key: Tensor, value: Tensor, embe
                                f"{list(key_padding_mask.shape)}")
         kpm = _as_additive(key_padding_mask, q.dtype).reshape(n, 1, 1, s)
         mask = kpm if mask is None else mask + kpm
-    scores = (q * (1.0 / math.sqrt(hd))) @ k.transpose(-2, -1)
-    if mask is not None:
-        scores = scores + mask
-    attn = scores.softmax(-1)
-    if training and dropout_p > 0.0:
-        attn = _dropout(attn, dropout_p)
-    out = (attn @ v).permute(2, 0, 1, 3).reshape(lq, n, e)
+    if not need_weights:            # as PyTorch: through scaled_dot_product_attention (fused when it can be)
+        ctx = scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p if training else 0.0,
+                                           is_causal=is_causal and mask is None)
+    else:
+        scores = (q * (1.0 / math.sqrt(hd))) @ k.transpose(-2, -1)
+        if mask is not None:
+            scores = scores + mask
+        attn = scores.softmax(-1)
+        if training and dropout_p > 0.0:
+            attn = _dropout(attn, dropout_p)
+        ctx = attn @ v
+    out = ctx.permute(2, 0, 1, 3).reshape(lq, n, e)
     out = out @ out_proj_weight.t()
     if out_proj_bias is not None:
         out = out + out_proj_bias
