@@ -166,6 +166,57 @@ def test_model_state_dict_keys_shapes_and_repr_equal_pytorch():
     _run_both(ours, theirs, [idx, target])
 
 
+# ---- numpy references (run without PyTorch) --------------------------------------------------------------------
+def _erf(a):
+    return np.vectorize(math.erf)(a)
+
+
+NUMPY_LAYERS = {
+    "ReLU": (nn.ReLU(), lambda x: np.maximum(x, 0)),
+    "LeakyReLU": (nn.LeakyReLU(0.3), lambda x: np.where(x > 0, x, 0.3 * x)),
+    "ELU": (nn.ELU(0.5), lambda x: np.where(x > 0, x, 0.5 * np.expm1(np.minimum(x, 0)))),
+    "GELU": (nn.GELU(), lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2)))),
+    "GELU_tanh": (nn.GELU("tanh"), lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))),
+    "SiLU": (nn.SiLU(), lambda x: x / (1 + np.exp(-x))),
+    "Mish": (nn.Mish(), lambda x: x * np.tanh(np.log1p(np.exp(x)))),
+    "Softplus": (nn.Softplus(2.0, 3.0), lambda x: np.where(2 * x > 3, x, np.log1p(np.exp(2 * x)) / 2)),
+    "Hardtanh": (nn.Hardtanh(-0.5, 0.25), lambda x: np.clip(x, -0.5, 0.25)),
+    "Sigmoid": (nn.Sigmoid(), lambda x: 1 / (1 + np.exp(-x))),
+    "Tanh": (nn.Tanh(), np.tanh),
+    "Softmax": (nn.Softmax(dim=-1), lambda x: np.exp(x) / np.exp(x).sum(-1, keepdims=True)),
+    "LogSoftmax": (nn.LogSoftmax(dim=1), lambda x: x - np.log(np.exp(x).sum(1, keepdims=True))),
+    "Flatten": (nn.Flatten(), lambda x: x.reshape(x.shape[0], -1)),
+    "Unflatten": (nn.Unflatten(-1, (2, 2)), lambda x: x.reshape(*x.shape[:-1], 2, 2)),
+}
+
+
+@pytest.mark.parametrize("name", list(NUMPY_LAYERS))
+def test_layer_vs_numpy(name):
+    layer, ref = NUMPY_LAYERS[name]
+    x = _x(3, 2, 4)
+    np.testing.assert_allclose(layer(tk.tensor(x)).numpy(), ref(x), rtol=1e-12, atol=1e-14)
+
+
+def test_linear_bilinear_embedding_vs_numpy():
+    lin = nn.Linear(4, 3).double()
+    w, b = lin.weight.detach().numpy(), lin.bias.detach().numpy()
+    x = _x(2, 5, 4)
+    xt = tk.tensor(x, requires_grad=True)
+    y = lin(xt)
+    np.testing.assert_allclose(y.detach().numpy(), x @ w.T + b, rtol=1e-12)
+    y.sum().backward()
+    np.testing.assert_allclose(lin.weight.grad.numpy(), np.ones((10, 3)).T @ x.reshape(10, 4), rtol=1e-12)
+    np.testing.assert_allclose(lin.bias.grad.numpy(), [10.0] * 3)
+    np.testing.assert_allclose(xt.grad.numpy(), np.broadcast_to(w.sum(0), (2, 5, 4)), rtol=1e-12)
+    bil = nn.Bilinear(2, 3, 4).double()
+    a, c = _x(5, 2), _x(5, 3)
+    ref = np.einsum("ni,kij,nj->nk", a, bil.weight.detach().numpy(), c) + bil.bias.detach().numpy()
+    np.testing.assert_allclose(bil(tk.tensor(a), tk.tensor(c)).detach().numpy(), ref, rtol=1e-12)
+    emb = nn.Embedding(6, 2)
+    idx = np.array([[5, 0], [2, 2]])
+    np.testing.assert_array_equal(emb(tk.tensor(idx)).detach().numpy(), emb.weight.detach().numpy()[idx])
+
+
 # ---- train / eval -----------------------------------------------------------------------------------------------
 def test_dropout_modules_train_and_eval():
     x = tk.ones(100, 40)

@@ -148,6 +148,19 @@ def test_forward_hooks():
     assert not m._forward_pre_hooks
 
 
+def test_always_call_hook_runs_when_forward_raises():
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise ValueError("boom")
+    seen = []
+    m = Boom()
+    m.register_forward_hook(lambda mod, args, out: seen.append(("always", out)), always_call=True)
+    m.register_forward_hook(lambda mod, args, out: seen.append("normal"))
+    with pytest.raises(ValueError, match="boom"):
+        m(1)
+    assert seen == [("always", None)]
+
+
 # ---- state dict ----------------------------------------------------------------------------------------
 def test_state_dict_round_trip_and_sharing():
     a, b = Net(), Net()
@@ -178,6 +191,14 @@ def test_load_state_dict_errors_name_keys_and_shapes():
     del sd["a.weight"]
     missing, unexpected = net.load_state_dict(sd, strict=False)
     assert missing == ["a.weight", "body.1.bias"] and unexpected == ["body.2.weight"]
+
+
+def test_load_state_dict_across_devices_and_dtypes():
+    src = Affine(2, 3).double()
+    dst = Affine(2, 3).to("cuda")
+    dst.load_state_dict(src.state_dict())                      # float64 cpu -> float32 cuda: copied and cast
+    assert dst.weight.device.type == "cuda" and dst.weight.dtype is tk.float32
+    np.testing.assert_allclose(dst.weight.detach().cpu().numpy(), src.weight.detach().numpy(), rtol=1e-6)
 
 
 def test_load_state_dict_assign():

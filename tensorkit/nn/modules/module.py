@@ -125,7 +125,17 @@ class Module:
                 r = hook(self, args)
                 if r is not None:
                     args = r if isinstance(r, tuple) else (r,)
-        result = self.forward(*args, **kwargs)
+        try:
+            result = self.forward(*args, **kwargs)
+        except Exception:
+            for hid, hook in list(self._forward_hooks.items()):      # always_call hooks run even then
+                if self._forward_hooks_always_called.get(hid):
+                    try:
+                        hook(self, args, kwargs, None) if self._forward_hooks_with_kwargs.get(hid) else \
+                            hook(self, args, None)
+                    except Exception:  # noqa: BLE001  (the forward's error is the one to report)
+                        pass
+            raise
         post = list(_global_forward_hooks.items()) + list(self._forward_hooks.items())
         for hid, hook in post:
             if self._forward_hooks_with_kwargs.get(hid):
@@ -152,7 +162,8 @@ class Module:
     def register_forward_hook(self, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False,
                               always_call: bool = False) -> RemovableHandle:
         """``hook(module, args, output)`` runs after ``forward``; returning a value replaces the
-        output. With ``with_kwargs=True`` it is ``hook(module, args, kwargs, output)``."""
+        output. With ``with_kwargs=True`` it is ``hook(module, args, kwargs, output)``;
+        ``always_call=True`` also calls it (with output None) when ``forward`` raises."""
         handle = RemovableHandle(self._forward_hooks, self._forward_hooks_with_kwargs,
                                  self._forward_hooks_always_called)
         self._forward_hooks[handle.id] = hook
