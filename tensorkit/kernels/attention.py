@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 
-from .. import _dispatch
+from .. import _dispatch, cuda
 from .. import dtypes as D
 from ._launch import launch, pointer, triton_source
 
@@ -39,7 +39,8 @@ def flash_attention(q, k, v, outs, params) -> None:
     grid = (-(-lq // bm), bh)
     launch(_kernels().attn_fwd_kernel, grid, pointer(q), pointer(k), pointer(v), pointer(o), pointer(lse),
            lq, s, d, params["scale"], options={"num_warps": warps, "num_stages": stages},
-           CAUSAL=params["causal"], IEEE=q.dtype in (D.float32, D.float64), BLOCK_M=bm, BLOCK_N=bn,
+           CAUSAL=params["causal"], IEEE=q.dtype in (D.float32, D.float64),
+           INTERPRETER_BF16=cuda.EMULATED and q.dtype is D.bfloat16, BLOCK_M=bm, BLOCK_N=bn,
            BLOCK_D=max(16, _pow2(d)))
 
 

@@ -9,7 +9,9 @@ of BLOCK_N and softmax is computed online, so the [L, S] score matrix never reac
 
 Exponentials are base 2 (scale folded with log2 e). Scores and accumulators are float32;
 p is cast to v's dtype for the second matmul (as FlashAttention). float32 inputs use exact
-(IEEE) products, not TF32. Kernels here know nothing about autograd.
+(IEEE) products, not TF32. ``INTERPRETER_BF16`` (set by the host on the emulated device
+only) casts bfloat16 operands to float32 before each product: Triton's interpreter multiplies
+bfloat16's raw bits (see ``kernels/src/matmul.py``). Kernels here know nothing about autograd.
 """
 import triton
 import triton.language as tl
@@ -19,13 +21,24 @@ _LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
+def _dot(a, b, IEEE: tl.constexpr, INTERPRETER_BF16: tl.constexpr):
+    if INTERPRETER_BF16:
+        r = tl.dot(a.to(tl.float32), b.to(tl.float32))
+    elif IEEE:
+        r = tl.dot(a, b, input_precision="ieee")
+    else:
+        r = tl.dot(a, b)
+    return r
+
+
+@triton.jit
 def attn_fwd_kernel(q_ptr,        # [BH, L, D] queries, contiguous
                     k_ptr,        # [BH, S, D] keys
                     v_ptr,        # [BH, S, D] values
                     o_ptr,        # [BH, L, D] output
                     lse_ptr,      # [BH, L] float32 logsumexp of each query's scores (natural log)
                     L, S, D, scale,
-                    CAUSAL: tl.constexpr, IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    CAUSAL: tl.constexpr, IEEE: tl.constexpr, INTERPRETER_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_D: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
@@ -48,11 +61,7 @@ def attn_fwd_kernel(q_ptr,        # [BH, L, D] queries, contiguous
         cols = start + offs_n
         kt = tl.load(k_base + cols[None, :] * D + offs_d[:, None], mask=(cols[None, :] < S) & d_ok[:, None],
                      other=0)                                               # [BLOCK_D, BLOCK_N]
-        if IEEE:
-            s = tl.dot(q, kt, input_precision="ieee")
-        else:
-            s = tl.dot(q, kt)
-        s = s * qk_scale
+        s = _dot(q, kt, IEEE, INTERPRETER_BF16) * qk_scale
         keep = cols[None, :] < S
         if CAUSAL:
             keep = keep & (cols[None, :] <= offs_m[:, None])
@@ -64,10 +73,7 @@ def attn_fwd_kernel(q_ptr,        # [BH, L, D] queries, contiguous
         l_i = l_i * alpha + _tl_sum(p, 1)
         v = tl.load(v_base + cols[:, None] * D + offs_d[None, :], mask=(cols[:, None] < S) & d_ok[None, :],
                     other=0)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE, INTERPRETER_BF16)
         m_i = m_new
     out = acc / l_i[:, None]
     row_ok = offs_m < L

@@ -1,0 +1,187 @@
+"""GPU benchmark sections for normalization, fused losses, embedding and attention
+(``bench_nn.py`` includes them): tensorkit vs PyTorch on the same GPU, issue 5's targets
+(time ratio <= 1.2).
+
+- layer_norm forward and forward+backward, (32768, 1024) bf16 and (8192, 4096) f32;
+- softmax + cross-entropy from logits, forward and forward+backward, (8192, 32000) f32 and bf16
+  (tensorkit's fused primitive, ``ops.norm.cross_entropy``, vs ``torch.nn.functional.cross_entropy``);
+- embedding forward+backward, 50257 x 768 f32, 8192 lookups;
+- scaled_dot_product_attention, batch 8, 16 heads, seq 1024, head dim 64, bf16/fp16, causal and
+  not, forward and forward+backward (tensorkit: fused forward, composite backward).
+
+Every case is checked against PyTorch before it is timed (a mismatch is a row with the
+error, not a time). Times: ``triton.testing.do_bench`` medians.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import common
+
+TARGET = 1.2
+LN_CASES = [((32768, 1024), "bfloat16"), ((8192, 4096), "float32")]
+CE_SHAPE = (8192, 32000)
+EMB_SHAPE = (50257, 768, 8192)                  # vocabulary, dim, lookups
+ATTN_SHAPE = (8, 16, 1024, 64)                  # batch, heads, seq, head dim
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+class _Timer:
+    def __init__(self, tk, torch, quick: bool):
+        import triton.testing
+
+        from tensorkit.kernels import _driver
+        _driver.ensure_driver()
+        self.tk, self.torch, self.do_bench = tk, torch, triton.testing.do_bench
+        self.rep = 40 if quick else 200
+        self.rng = np.random.default_rng(0)
+        self.device = self.torch_device = "cuda"
+
+    def time(self, fn) -> float:
+        return self.do_bench(fn, warmup=10, rep=self.rep, return_mode="median") * 1e-3
+
+    def pair(self, data: np.ndarray, dtype: str, grad: bool = False):
+        tk, torch = self.tk, self.torch
+        t = tk.tensor(data, device=self.device).to(getattr(tk, dtype))
+        p = torch.from_numpy(data).to(self.torch_device).to(getattr(torch, dtype))
+        if grad:
+            t.requires_grad_()
+            p.requires_grad_()
+        return t, p
+
+
+def _np(t):
+    t = t.detach() if hasattr(t, "detach") else t
+    return t.cpu().float().numpy().astype(np.float64) if hasattr(t, "float") else np.asarray(t, np.float64)
+
+
+def _row(b: _Timer, name: str, shape: str, tk_fn, torch_fn, check, rows: list, notes: list) -> None:
+    """Check (``check()`` compares the two results), then time both; a failure is a row."""
+    common.log(f"nn {name} {shape}")
+    torch_s = b.time(torch_fn)
+    try:
+        check()
+    except Exception as e:  # noqa: BLE001  (a missing kernel or a wrong answer is a row, not a crash)
+        notes.append(f"- {name} {shape}: {_first_line(e)}")
+        rows.append([name, shape, "—", common.fmt_time(torch_s), "—", f"<= {TARGET}", "missed (failed)"])
+        return
+    tk_s = b.time(tk_fn)
+    rows.append([name, shape, common.fmt_time(tk_s), common.fmt_time(torch_s), common.fmt_ratio(tk_s, torch_s),
+                 f"<= {TARGET}", "met" if tk_s / torch_s <= TARGET else "missed"])
+
+
+def _close(name, got, want, rtol, atol):
+    common.check_close(name, _np(got), _np(want), rtol=rtol, atol=atol)
+
+
+def _layer_norm(b: _Timer, rows, notes) -> None:
+    tk, torch = b.tk, b.torch
+    for (m, n), dtype in LN_CASES:
+        shape = f"({m}, {n}) {dtype}"
+        tol = 2e-2 if dtype == "bfloat16" else 1e-4
+        x, px = b.pair(b.rng.standard_normal((m, n), dtype=np.float32), dtype, grad=True)
+        w, pw = b.pair(b.rng.standard_normal(n, dtype=np.float32), dtype, grad=True)
+        bias, pb = b.pair(b.rng.standard_normal(n, dtype=np.float32), dtype, grad=True)
+        g, pg = b.pair(b.rng.standard_normal((m, n), dtype=np.float32), dtype)
+        fwd = lambda: tk.nn.functional.layer_norm(x, (n,), w, bias)
+        tfwd = lambda: torch.nn.functional.layer_norm(px, (n,), pw, pb)
+        with tk.no_grad(), torch.no_grad():
+            _row(b, "layer_norm forward", shape, fwd, tfwd, lambda: _close("ln", fwd(), tfwd(), tol, tol), rows, notes)
+
+        def both():
+            return tk.autograd.grad(fwd(), (x, w, bias), g)
+
+        def tboth():
+            return torch.autograd.grad(tfwd(), (px, pw, pb), pg)
+
+        def check():
+            for a, e, what in zip(both(), tboth(), ("dx", "dweight", "dbias")):
+                scale = float(np.abs(_np(e)).max())
+                _close(f"ln {what}", a, e, tol, tol * scale)
+        _row(b, "layer_norm forward+backward", shape, both, tboth, check, rows, notes)
+
+
+def _cross_entropy(b: _Timer, rows, notes) -> None:
+    tk, torch = b.tk, b.torch
+    from tensorkit.ops.norm import cross_entropy
+    m, c = CE_SHAPE
+    for dtype in ("float32", "bfloat16"):
+        shape = f"({m}, {c}) {dtype}"
+        x, px = b.pair(b.rng.standard_normal((m, c), dtype=np.float32), dtype, grad=True)
+        t, pt = b.pair(b.rng.integers(0, c, m), "int64")
+        tol = 1e-2 if dtype == "bfloat16" else 1e-5
+        fwd = lambda: cross_entropy(x, t)
+        tfwd = lambda: torch.nn.functional.cross_entropy(px, pt)
+        with tk.no_grad(), torch.no_grad():
+            _row(b, "cross_entropy forward", shape, fwd, tfwd, lambda: _close("ce", fwd(), tfwd(), tol, tol),
+                 rows, notes)
+        both = lambda: tk.autograd.grad(fwd(), (x,))
+        tboth = lambda: torch.autograd.grad(tfwd(), (px,))
+        _row(b, "cross_entropy forward+backward", shape, both, tboth,
+             lambda: _close("ce dx", both()[0], tboth()[0], tol, tol / m), rows, notes)
+
+
+def _embedding(b: _Timer, rows, notes) -> None:
+    tk, torch = b.tk, b.torch
+    vocab, dim, n = EMB_SHAPE
+    w, pw = b.pair(b.rng.standard_normal((vocab, dim), dtype=np.float32), "float32", grad=True)
+    idx, pidx = b.pair(b.rng.integers(0, vocab, n), "int64")
+    g, pg = b.pair(b.rng.standard_normal((n, dim), dtype=np.float32), "float32")
+    fwd = lambda: tk.nn.functional.embedding(idx, w)
+    tfwd = lambda: torch.nn.functional.embedding(pidx, pw)
+    shape = f"{vocab} x {dim} f32, {n} lookups"
+    with tk.no_grad(), torch.no_grad():
+        _row(b, "embedding forward", shape, fwd, tfwd, lambda: _close("emb", fwd(), tfwd(), 0, 0), rows, notes)
+    both = lambda: tk.autograd.grad(fwd(), (w,), g)
+    tboth = lambda: torch.autograd.grad(tfwd(), (pw,), pg)
+    _row(b, "embedding forward+backward", shape, both, tboth,
+         lambda: _close("emb dweight", both()[0], tboth()[0], 1e-5, 1e-4), rows, notes)
+
+
+def _attention(b: _Timer, rows, notes) -> None:
+    tk, torch = b.tk, b.torch
+    batch, heads, seq, hd = ATTN_SHAPE
+    for dtype in ("bfloat16", "float16"):
+        q, pq = b.pair(b.rng.standard_normal((batch, heads, seq, hd), dtype=np.float32), dtype, grad=True)
+        k, pk = b.pair(b.rng.standard_normal((batch, heads, seq, hd), dtype=np.float32), dtype, grad=True)
+        v, pv = b.pair(b.rng.standard_normal((batch, heads, seq, hd), dtype=np.float32), dtype, grad=True)
+        g, pg = b.pair(b.rng.standard_normal((batch, heads, seq, hd), dtype=np.float32), dtype)
+        tol = 2e-2
+        for causal in (False, True):
+            shape = f"{batch}x{heads}x{seq}x{hd} {dtype}{' causal' if causal else ''}"
+            fwd = lambda: tk.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            tfwd = lambda: torch.nn.functional.scaled_dot_product_attention(pq, pk, pv, is_causal=causal)
+            with tk.no_grad(), torch.no_grad():
+                _row(b, "sdpa forward", shape, fwd, tfwd, lambda: _close("sdpa", fwd(), tfwd(), tol, tol), rows, notes)
+            both = lambda: tk.autograd.grad(fwd(), (q, k, v), g)
+            tboth = lambda: torch.autograd.grad(tfwd(), (pq, pk, pv), pg)
+
+            def check():
+                for a, e, what in zip(both(), tboth(), "qkv"):
+                    _close(f"sdpa d{what}", a, e, 5e-2, 5e-2 * float(np.abs(_np(e)).max()))
+            _row(b, "sdpa forward+backward", shape, both, tboth, check, rows, notes)
+            del fwd, tfwd
+
+
+def run_sections(tk, torch, quick: bool = False) -> list[tuple[str, str, str]]:
+    """[(title, note, markdown table)] of the norm / loss / embedding / attention sections."""
+    b = _Timer(tk, torch, quick)
+    out = []
+    for title, note, fn in [
+            ("Layer norm", "Fused forward; backward one pass plus the dweight/dbias partial-sum reduction.", _layer_norm),
+            ("Softmax + cross-entropy", "tensorkit's fused primitive (ops.norm.cross_entropy), mean reduction.",
+             _cross_entropy),
+            ("Embedding", "", _embedding),
+            ("Attention", "PyTorch: its flash / memory-efficient kernels. tensorkit: fused (flash) forward; "
+                          "the backward recomputes the scores with matmul + softmax.", _attention)]:
+        rows, notes = [], []
+        try:
+            fn(b, rows, notes)
+        except Exception as e:  # noqa: BLE001  (e.g. out of memory: the section reports it)
+            notes.append(f"- section failed: {_first_line(e)}")
+        body = common.table(["op", "shape", "tk ms", "torch ms", "tk/torch", "target", "status"], rows)
+        out.append((title, note, body + ("\n\nNot timed:\n" + "\n".join(notes) if notes else "")))
+    return out
