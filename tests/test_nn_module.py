@@ -287,8 +287,16 @@ def test_sequential():
     assert len(s) == 4 and [n for n, _ in s.named_children()] == ["0", "1", "2", "3"]
     del s[1]
     assert [n for n, _ in s.named_children()] == ["0", "1", "2"] and s[1] is layers[2]
-    with pytest.raises(IndexError, match="index 5 is out of range"):
+    with pytest.raises(IndexError, match="index 5 is out of range for a Sequential of length 3"):
         s[5]
+    extra = Affine(3, 3)
+    s.insert(1, extra)
+    assert [n for n, _ in s.named_children()] == ["0", "1", "2", "3"] and s[1] is extra
+    assert s.pop(1) is extra and len(s) == 3
+    s[0] = extra
+    assert s[0] is extra and s._modules["0"] is extra
+    with pytest.raises(TypeError, match="extend should be called with an iterable"):
+        nn.ModuleList().extend(Affine(1, 1))
     from collections import OrderedDict
     named = nn.Sequential(OrderedDict([("enc", Affine(2, 2)), ("dec", Affine(2, 1))]))
     assert list(named.state_dict())[:2] == ["enc.weight", "enc.bias"]
