@@ -328,9 +328,20 @@ def test_module_list_dict_parameter_list_dict():
     assert "layers.0.weight" in holder.state_dict() and "params.1" in holder.state_dict()
 
 
-def test_deepcopy_module():
+def test_module_backward_hooks_say_they_are_unsupported():
+    with pytest.raises(NotImplementedError, match="register a hook on the output tensor"):
+        Net().register_full_backward_hook(lambda *a: None)
+
+
+def test_deepcopy_and_pickle_module():
+    import pickle
     net = Net()
+    net.tied = net.a.weight
+    p = pickle.loads(pickle.dumps(net))
+    assert type(p.a.weight) is nn.Parameter and p.a.weight.requires_grad
+    np.testing.assert_array_equal(p.a.weight.detach().numpy(), net.a.weight.detach().numpy())
     c = copy.deepcopy(net)
+    assert c.tied is c.a.weight                      # sharing survives the copy
     assert c.a.weight is not net.a.weight and type(c.a.weight) is nn.Parameter
     np.testing.assert_array_equal(c.a.weight.detach().numpy(), net.a.weight.detach().numpy())
     assert list(c.state_dict()) == list(net.state_dict())

@@ -175,6 +175,12 @@ class Module:
             self._forward_hooks.move_to_end(handle.id, last=False)
         return handle
 
+    def register_full_backward_hook(self, hook: Callable, prepend: bool = False):
+        raise NotImplementedError("Module backward hooks are not supported; register a hook on the output tensor "
+                                  "instead (out.register_hook(fn) gets d(loss)/d(out)), or on the parameters")
+
+    register_backward_hook = register_full_backward_pre_hook = register_full_backward_hook
+
     # ---- registration -----------------------------------------------------------------------------------
     def _check_name(self, name, kind: str) -> None:
         if "_parameters" not in self.__dict__:
