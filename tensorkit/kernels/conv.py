@@ -49,7 +49,9 @@ _CACHE_VERSION = 1
 
 EMULATED_CONFIG = Config("nchw", 64, 16, 16, num_warps=1, num_stages=1)
 TUNE_MIN_WORK = 1 << 24              # multiply-adds below which a convolution is not worth timing
-WGRAD_PROGRAMS = 4                   # the weight-gradient splits until about this many programs per SM
+WGRAD_PROGRAMS = 4                   # the weight-gradient splits until about this many programs per SM,
+WGRAD_MIN_BLOCKS = 8                 # into chunks of at least this many K blocks (shorter ones spend more
+                                     # on partial sums than they save)
 
 _kernels = functools.partial(triton_source, "conv")
 
@@ -160,9 +162,9 @@ def _run_dgrad(g: Tensor, w: Tensor, out: Tensor, geom, config: Config, precisio
 
 def _wgrad_split(tiles: int, K: int, block_k: int, device_index: int) -> int:
     """Chunks to split the weight-gradient's reduction into: enough programs to fill the GPU,
-    each chunk at least 8 K-blocks long (shorter ones spend more on partial sums than they save)."""
+    none shorter than WGRAD_MIN_BLOCKS blocks."""
     sms = 4 if cuda.EMULATED else _mm._device_info(device_index)[2]
-    return max(1, min(_cdiv(WGRAD_PROGRAMS * sms, tiles), K // (8 * block_k)))
+    return max(1, min(_cdiv(WGRAD_PROGRAMS * sms, tiles), K // (WGRAD_MIN_BLOCKS * block_k)))
 
 
 def _run_wgrad(x: Tensor, g: Tensor, out: Tensor, geom, config: Config, precision: str) -> None:
