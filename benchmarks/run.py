@@ -18,9 +18,10 @@ import time
 import bench_autograd
 import bench_cpu
 import bench_gpu
+import bench_nn
 import common
 
-SUITES = {"cpu": bench_cpu, "gpu": bench_gpu, "autograd": bench_autograd}
+SUITES = {"cpu": bench_cpu, "gpu": bench_gpu, "autograd": bench_autograd, "nn": bench_nn}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 

@@ -364,3 +364,20 @@ def test_cuda_conv_empty_and_half():
     r = F.conv2d(tk.tensor(xa, device="cuda").half(), tk.tensor(wa, device="cuda").half())
     assert r.dtype is tk.float16
     assert_close(r.cpu(), e.numpy(), reduction_len=27)
+
+
+# ---- the benchmark's code path (benchmarks/bench_nn.py) --------------------------------------------------------------
+def test_bench_nn_conv_smoke():
+    """The conv section's checks and table on the CPU (the GPU run uses the same code)."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    try:
+        import bench_nn
+    finally:
+        sys.path.pop(0)
+    text = bench_nn.smoke()
+    rows = [line for line in text.splitlines() if line.startswith("| 3x3") or line.startswith("| 1x1")]
+    assert len(rows) == 8 and "Not timed" not in text, text
+    if bench_nn._gpu() is None:           # never the full benchmark from a test
+        assert bench_nn.run(quick=True).startswith("Skipped: needs a real CUDA GPU")
