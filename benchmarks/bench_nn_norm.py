@@ -7,7 +7,7 @@
   (tensorkit's fused primitive, ``ops.norm.cross_entropy``, vs ``torch.nn.functional.cross_entropy``);
 - embedding forward+backward, 50257 x 768 f32, 8192 lookups;
 - scaled_dot_product_attention, batch 8, 16 heads, seq 1024, head dim 64, bf16/fp16, causal and
-  not, forward and forward+backward (tensorkit: fused forward, composite backward).
+  not, forward and forward+backward (tensorkit: fused flash forward and backward kernels).
 
 Every case is checked against PyTorch before it is timed (a mismatch is a row with the
 error, not a time). Times: ``triton.testing.do_bench`` medians.
@@ -175,8 +175,8 @@ def run_sections(tk, torch, quick: bool = False) -> list[tuple[str, str, str]]:
             ("Softmax + cross-entropy", "tensorkit's fused primitive (ops.norm.cross_entropy), mean reduction.",
              _cross_entropy),
             ("Embedding", "", _embedding),
-            ("Attention", "PyTorch: its flash / memory-efficient kernels. tensorkit: fused (flash) forward; "
-                          "the backward recomputes the scores with matmul + softmax.", _attention)]:
+            ("Attention", "PyTorch: its flash / memory-efficient kernels. tensorkit: its Triton flash-attention "
+                          "forward and backward kernels.", _attention)]:
         rows, notes = [], []
         try:
             fn(b, rows, notes)

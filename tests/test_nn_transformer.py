@@ -41,15 +41,25 @@ def test_sdpa_matches_torch(case, device):
         assert_close(x.grad.cpu(), t.grad.numpy(), msg=f"{case}: gradient of {name}")
 
 
-@pytest.mark.parametrize("dtype,causal,shape", [("float16", True, (2, 2, 20, 9, 12)), ("float32", False, (1, 3, 5, 7, 16)),
-                                                ("bfloat16", False, (1, 2, 5, 7, 16))])
-def test_flash_attention_path_matches_torch(monkeypatch, dtype, causal, shape):
-    """On the GPU, unmasked / causal attention runs the fused kernel (head dim and lengths not
-    multiples of the tiles here); its composite backward is differentiable twice."""
+@pytest.mark.parametrize("dtype,causal,shape,tiles", [
+    ("float16", True, (2, 2, 20, 9, 12), None), ("float32", False, (1, 3, 5, 7, 16), None),
+    ("bfloat16", False, (1, 2, 5, 7, 16), None), ("float32", True, (1, 1, 40, 37, 16), 16)])
+def test_flash_attention_path_matches_torch(monkeypatch, dtype, causal, shape, tiles):
+    """On the GPU, unmasked / causal attention runs the fused kernels, forward and backward (head
+    dim and lengths not multiples of the tiles; ``tiles``: 16 x 16 tiles, so the loops over key
+    and query blocks and the causal bounds run several steps). With create_graph the gradients
+    come from the composite, differentiable twice."""
+    from tensorkit import _dispatch
+    from tensorkit.kernels import attention as gpu_attention
     from tensorkit.ops import attention
     calls = []
-    monkeypatch.setattr(attention, "flash_attention", lambda *a: calls.append(1) or flash(*a))
-    flash = _original_flash
+    monkeypatch.setattr(attention, "flash_attention", lambda *a: calls.append("fwd") or _original_flash(*a))
+    key = ("flash_attention_backward", "cuda", getattr(tk, dtype))
+    bwd = _dispatch.KERNELS[key]
+    monkeypatch.setitem(_dispatch.KERNELS, key, lambda *a: calls.append("bwd") or bwd(*a))
+    if tiles:
+        monkeypatch.setattr(gpu_attention, "_tiles", lambda dt, d: (tiles, tiles, 4, 1))
+        monkeypatch.setattr(gpu_attention, "_bwd_tiles", lambda dt, d: (tiles, tiles, 4, 1))
     b, h, lq, s, d = shape
     rng = np.random.default_rng(0)
     arrays = rng.standard_normal((b, h, lq, d)), rng.standard_normal((b, h, s, d)), rng.standard_normal((b, h, s, d))
@@ -62,13 +72,14 @@ def test_flash_attention_path_matches_torch(monkeypatch, dtype, causal, shape):
     sum((g * g).sum() for g in gt).backward()
     xs = [tk.tensor(a, device="cuda").to(getattr(tk, dtype)).requires_grad_() for a in arrays]
     o = F.scaled_dot_product_attention(*xs, is_causal=causal)
-    assert calls, "the fused kernel was not used"
     tol = {"float16": {"rtol": 2e-3, "atol": 2e-3}, "bfloat16": {"rtol": 2e-2, "atol": 2e-2}}.get(dtype, {})
     assert_close(o.detach().cpu().float(), ot.detach().numpy(), **tol, msg="flash forward")
-    g = tk.autograd.grad((o * o.detach().cos()).sum(), xs, create_graph=True)
+    g = tk.autograd.grad((o * o.detach().cos()).sum(), xs, retain_graph=True)
+    assert calls == ["fwd", "bwd"], f"fused kernels used: {calls}"
     for name, a, e in zip("qkv", g, gt):
-        assert_close(a.detach().cpu().float(), e.detach().numpy(), **tol, msg=f"gradient of {name}")
-    if dtype == "float32":
+        assert_close(a.cpu().float(), e.detach().numpy(), **tol, msg=f"gradient of {name}")
+    if dtype == "float32" and not tiles:
+        g = tk.autograd.grad((o * o.detach().cos()).sum(), xs, create_graph=True)
         sum((t * t).sum() for t in g).backward()
         for name, x, t in zip("qkv", xs, ts):
             assert_close(x.grad.cpu(), t.grad.numpy(), rtol=1e-4, atol=1e-4, msg=f"second-order gradient of {name}")

@@ -45,3 +45,40 @@ def flash_attention(q, k, v, outs, params) -> None:
 
 
 _dispatch.register("flash_attention", "cuda", (D.float16, D.bfloat16, D.float32))(flash_attention)
+
+
+def flash_attention_backward(g, q, k, v, o, lse, outs, params) -> None:
+    """dq, dk, dv of ``flash_attention`` (see the kernel module): a delta pass, then one kernel
+    over key blocks (dk, dv) and one over query blocks (dq)."""
+    dq, dk, dv = outs
+    bh, lq, d = q.shape
+    s = k.shape[1]
+    if dq.numel() == 0 and dk.numel() == 0:
+        return
+    from ..ops.creation import new_tensor
+    src = _kernels()
+    bm, bn, warps, stages = _bwd_tiles(q.dtype, d)
+    bm, bn = min(bm, max(16, _pow2(lq))), min(bn, max(16, _pow2(s)))
+    bd = max(16, _pow2(d))
+    delta = new_tensor((bh, lq), D.float32, q._storage.device)
+    launch(src.attn_bwd_delta_kernel, (-(-bh * lq // 64),), pointer(o), pointer(g), pointer(delta), bh * lq, d,
+           BLOCK_R=64, BLOCK_D=bd)
+    flags = dict(CAUSAL=params["causal"], IEEE=q.dtype in (D.float32, D.float64),
+                 INTERPRETER_BF16=cuda.EMULATED and q.dtype is D.bfloat16, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd)
+    options = {"num_warps": warps, "num_stages": stages}
+    common = (pointer(q), pointer(k), pointer(v), pointer(g), pointer(lse), pointer(delta))
+    launch(src.attn_bwd_dkdv_kernel, (-(-s // bn), bh), *common, pointer(dk), pointer(dv), lq, s, d,
+           params["scale"], options=options, **flags)
+    launch(src.attn_bwd_dq_kernel, (-(-lq // bm), bh), *common, pointer(dq), lq, s, d, params["scale"],
+           options=options, **flags)
+
+
+def _bwd_tiles(dtype: D.DType, d: int):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) of the backward kernels: 64 x 64 tiles (each
+    program holds two [64, D] float32 accumulators)."""
+    if dtype in (D.float16, D.bfloat16) and d <= 64:
+        return 64, 64, 4, 2
+    return 32, 32, 4, 1
+
+
+_dispatch.register("flash_attention_backward", "cuda", (D.float16, D.bfloat16, D.float32))(flash_attention_backward)

@@ -1,10 +1,11 @@
 """Attention: ``scaled_dot_product_attention`` and ``multi_head_attention_forward``.
 
 On the GPU, attention without a mask (or causal) and without dropout runs the fused
-``flash_attention`` primitive: one kernel, the ``[L, S]`` scores never stored. Its backward is
-a composite (recomputes the scores with matmul + softmax: memory grows with L * S, and it is
-differentiable again); a fused backward is the next step. Everything else (masks, dropout, the
-CPU) is the composite matmul + softmax.
+``flash_attention`` primitive: the ``[L, S]`` scores are never stored, forward or backward
+(``flash_attention_backward``: FlashAttention-2's dk/dv and dq kernels). When a graph of the
+backward is being built (``create_graph=True``), the gradients come from a composite instead
+(recomputed scores, matmul + softmax), which is differentiable again. Everything else (masks,
+dropout, the CPU) is the composite matmul + softmax.
 
 ``scaled_dot_product_attention`` follows PyTorch's math backend, including its "safe
 softmax": a query row whose keys are all masked out gets zeros, not NaN.
@@ -217,12 +218,27 @@ def flash_attention(query: Tensor, key: Tensor, value: Tensor, scale: float, cau
     return outs[0].reshape(lead + (lq, d))
 
 
-@_dispatch.defvjp("flash_attention")
+@_dispatch.defvjp("flash_attention", outputs=True)
 def _flash_attention_vjp(g, node):
-    """With p = softmax(s), s = q kᵀ · scale: dv = pᵀ g, dp = g vᵀ, ds = p (dp - Σ dp p),
-    dq = ds k · scale, dk = dsᵀ q · scale (recomputed from q, k: differentiable again)."""
     q, k, v = node.inputs
-    scale, causal = node.params["scale"], node.params["causal"]
+    o, lse = node.outputs
+    kernel = _dispatch.KERNELS.get(("flash_attention_backward", q._storage.device.type, q.dtype))
+    if kernel is not None:
+        dev = q._storage.device
+        outs = [new_tensor(t.shape, t.dtype, dev) for t in (q, k, v)]
+        kernel(g.contiguous(), q, k, v, o, lse, outs, node.params)
+        if _dispatch.observers:
+            _dispatch.notify("flash_attention_backward", (g, q, k, v, o, lse), tuple(outs), node.params)
+        if not outs[0]._requires_grad:       # no graph is being built: the fused gradients are final
+            return tuple(outs)
+    return _flash_attention_composite_vjp(g, q, k, v, node.params)
+
+
+def _flash_attention_composite_vjp(g, q, k, v, params):
+    """With p = softmax(s), s = q kᵀ · scale: dv = pᵀ g, dp = g vᵀ, ds = p (dp - Σ dp p),
+    dq = ds k · scale, dk = dsᵀ q · scale. Recomputes the scores (memory grows with L * S);
+    used when building a graph (its ops are differentiable again) or without a fused kernel."""
+    scale, causal = params["scale"], params["causal"]
     scores = (q * scale) @ k.transpose(-2, -1)
     if causal:
         scores = scores.masked_fill(_causal(q.shape[-2], k.shape[-2], q.device), -math.inf)
