@@ -134,6 +134,20 @@ CASES = {
     "nearest_scale": (lambda F, x: F.interpolate(x, scale_factor=1.5), [A(_rand(1, 2, 5, 3))]),
     "nearest_down": (lambda F, x: F.interpolate(x, size=(3, 2)), [A(_rand(1, 1, 7, 5))]),
     "nearest_exact": (lambda F, x: F.interpolate(x, size=(7, 2), mode="nearest-exact"), [A(_rand(1, 2, 4, 5))]),
+    "nearest_kept_size": (lambda F, x: F.interpolate(x, scale_factor=(1.1, 2.0)), [A(_rand(1, 1, 5, 6))]),
+    "nearest_doubled_size": (lambda F, x: F.interpolate(x, scale_factor=(2.02, 2.33)), [A(_rand(1, 1, 6, 3))]),
+    # forward only: PyTorch's 1-D / 3-D nearest backward uses another index map than its forward when a
+    # size is kept (x = [0, 1, 2, 3] upsampled by 1.13 gives [0, 0, 1, 2], yet the gradient goes to all four);
+    # ours is the gradient of the forward (checked in test_interpolate_gradient_is_the_forwards_adjoint)
+    "nearest_1d_kept_size": (lambda F, x: F.interpolate(x, scale_factor=1.13), [A(_rand(1, 2, 4), grad=False)]),
+    "nearest_3d_kept_size": (lambda F, x: F.interpolate(x, scale_factor=(0.9, 1.12, 2.0)),
+                             [A(_rand(1, 1, 7, 3, 2), grad=False)]),
+    "trilinear": (lambda F, x: F.interpolate(x, scale_factor=(1.5, 1.1, 0.7), mode="trilinear"),
+                  [A(_rand(1, 1, 3, 4, 5))]),
+    "nearest_exact_kept_size": (lambda F, x: F.interpolate(x, scale_factor=1.1, mode="nearest-exact"),
+                                [A(_rand(1, 1, 5, 6))]),
+    "bilinear_kept_size": (lambda F, x: F.interpolate(x, scale_factor=(1.1, 2.0), mode="bilinear"),
+                           [A(_rand(1, 1, 5, 6))]),
     "nearest_1d": (lambda F, x: F.interpolate(x, scale_factor=2), [A(_rand(2, 1, 3))]),
     "bilinear": (lambda F, x: F.interpolate(x, size=(7, 5), mode="bilinear"), [A(_rand(2, 2, 4, 3))]),
     "bilinear_ac": (lambda F, x: F.interpolate(x, size=(7, 5), mode="bilinear", align_corners=True),
@@ -342,6 +356,14 @@ def test_pad_and_interpolate_formulas():
     ramp = np.add.outer(np.arange(3.0), 10 * np.arange(4.0)).reshape(1, 1, 3, 4)
     got = F.interpolate(_t(ramp), size=(5, 7), mode="bilinear", align_corners=True).numpy()
     np.testing.assert_allclose(got[0, 0], np.add.outer(np.linspace(0, 2, 5), 10 * np.linspace(0, 3, 7)), rtol=1e-12)
+
+
+def test_interpolate_gradient_is_the_forwards_adjoint():
+    x = _t(np.arange(4.0).reshape(1, 1, 4), grad=True)
+    y = F.interpolate(x, scale_factor=1.13)
+    np.testing.assert_array_equal(y.detach().numpy().ravel(), [0, 0, 1, 2])
+    y.backward(_t([[[1.0, 10.0, 100.0, 1000.0]]]))
+    np.testing.assert_array_equal(x.grad.numpy().ravel(), [11, 100, 1000, 0])
 
 
 def test_unfold_fold_formula():

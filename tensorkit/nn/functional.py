@@ -438,6 +438,8 @@ def interpolate(input: Tensor, size=None, scale_factor=None, mode: str = "neares
     ``'nearest-exact'``, ``'linear'`` (3-D), ``'bilinear'`` (4-D) or ``'trilinear'`` (5-D),
     to ``size`` or by ``scale_factor``. Source coordinates follow PyTorch exactly (given scale
     factors are used as given unless ``recompute_scale_factor``; ``align_corners`` as PyTorch).
+    The gradient is always that of the forward's index map (PyTorch's 1-D / 3-D nearest backward
+    uses another map when a dim's size is kept by a scale factor).
 
     Example::
 
@@ -471,7 +473,9 @@ def interpolate(input: Tensor, size=None, scale_factor=None, mode: str = "neares
         d = 2 + i
         if n_out <= 0:
             raise ValueError(f"interpolate: output size {list(out_size)} must be positive (input {_shape(input)})")
-        if n_in == n_out and scales is None:
+        # PyTorch (CPU) copies a dim whose size is kept, whatever the scale factor says, except in its
+        # nearest-exact and its 1-D / 3-D nearest kernels; we follow it so results agree exactly
+        if n_in == n_out and (scales is None or "linear" in mode or mode == "nearest" and nd == 2):
             continue
         # PyTorch's scale: 1 / scale_factor when given, else in / out (computed in float32 for nearest)
         scale = (1.0 / scales[i]) if scales is not None else n_in / n_out
@@ -480,6 +484,8 @@ def interpolate(input: Tensor, size=None, scale_factor=None, mode: str = "neares
             s32 = np.float32(scale)
             off = np.float32(0.5) if mode == "nearest-exact" else np.float32(0.0)
             src = np.minimum(np.floor((dst.astype(np.float32) + off) * s32).astype(np.int64), n_in - 1)
+            if mode == "nearest" and nd == 2 and n_out == 2 * n_in:
+                src = dst // 2           # PyTorch's 2-D nearest doubles exactly, whatever the scale factor says
             x = _I.index_select(x, d, _C.tensor(src, dtype=D.int64, device=x.device))
             continue
         if align_corners:
