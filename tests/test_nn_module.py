@@ -201,6 +201,20 @@ def test_load_state_dict_across_devices_and_dtypes():
     np.testing.assert_allclose(dst.weight.detach().cpu().numpy(), src.weight.detach().numpy(), rtol=1e-6)
 
 
+def test_load_from_state_dict_override_with_pytorchs_signature():
+    class Renamed(Affine):
+        def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+            old = prefix + "w"                      # an old checkpoint called the weight "w"
+            if old in state_dict:
+                state_dict[prefix + "weight"] = state_dict.pop(old)
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
+
+    holder = nn.Sequential(Renamed(2, 2))
+    sd = {"0.w": tk.ones(2, 2), "0.bias": tk.zeros(2), "0.steps": tk.zeros(1)}
+    holder.load_state_dict(sd)
+    assert (holder[0].weight.detach().numpy() == 1).all() and "0.w" in sd         # the caller's dict is untouched
+
+
 def test_load_state_dict_assign():
     m = Affine(2, 2)
     w = tk.ones(2, 2)

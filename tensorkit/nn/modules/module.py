@@ -408,8 +408,11 @@ class Module:
                 module.state_dict(destination=destination, prefix=prefix + name + ".", keep_vars=keep_vars)
         return destination
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, strict: bool, missing: list,
-                              unexpected: list, errors: list, assign: bool = False) -> None:
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+                              missing: list, unexpected: list, errors: list) -> None:
+        """Load this module's own parameters and persistent buffers (PyTorch's signature, so a
+        layer can override it as in PyTorch, e.g. to accept an older checkpoint's keys)."""
+        assign = local_metadata.get("assign_to_params_buffers", False)
         persistent_buffers = {k: v for k, v in self._buffers.items() if k not in self._non_persistent_buffers_set}
         local = {k: v for k, v in itertools.chain(self._parameters.items(), persistent_buffers.items())
                  if v is not None}
@@ -461,10 +464,12 @@ class Module:
         """
         if not isinstance(state_dict, dict):
             raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
+        state_dict = OrderedDict(state_dict)            # overrides of _load_from_state_dict may edit it
         missing, unexpected, errors = [], [], []
 
         def load(module: Module, prefix: str) -> None:
-            module._load_from_state_dict(state_dict, prefix, True, missing, unexpected, errors, assign)
+            module._load_from_state_dict(state_dict, prefix, {"assign_to_params_buffers": assign}, True, missing,
+                                         unexpected, errors)
             for name, child in module._modules.items():
                 if child is not None:
                     load(child, prefix + name + ".")
