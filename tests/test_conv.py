@@ -381,3 +381,24 @@ def test_bench_nn_conv_smoke():
     assert len(rows) == 8 and "Not timed" not in text, text
     if bench_nn._gpu() is None:           # never the full benchmark from a test
         assert bench_nn.run(quick=True).startswith("Skipped: needs a real CUDA GPU")
+
+
+@needs_cuda
+@pytest.mark.parametrize("stride,dilation,padding,kernel", [
+    ((2, 2), (1, 1), (0, 0), (1, 1)),      # a 1x1 projection's backward: a quarter of the pixels get a gradient
+    ((3, 2), (3, 2), (2, 1), (3, 3)),      # gcd(stride, dilation) > 1: some phases meet no tap at all
+    ((4, 1), (2, 1), (0, 0), (2, 1)),      # a stride larger than the kernel: rows no window covers
+])
+def test_cuda_input_gradient_stride_phases(stride, dilation, padding, kernel):
+    """The input-gradient kernel runs one GEMM per stride phase over just the taps that reach it."""
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((2, 4, 9, 8))
+    w = rng.standard_normal((6, 2) + kernel)
+    tx = torch.tensor(x, requires_grad=True)
+    y = TF.conv2d(tx, torch.tensor(w), stride=stride, padding=padding, dilation=dilation, groups=2)
+    g = rng.standard_normal(tuple(y.shape))
+    (expected,) = torch.autograd.grad(y, tx, torch.tensor(g))
+    from tensorkit.ops.conv import conv2d_input
+    got = conv2d_input(x.shape, tk.tensor(w, device="cuda", dtype=tk.float32), tk.tensor(g, device="cuda",
+                       dtype=tk.float32), stride, padding, dilation, 2)
+    assert_close(got.cpu(), expected.numpy(), rtol=1e-5, atol=1e-5, reduction_len=12)

@@ -13,7 +13,7 @@ Tile configs (``candidates``) are timed once per problem (``_key``: kind, dtype,
 exact shapes and geometry: a network has few distinct convolutions) with matmul's ``tune``,
 which keeps the winner in memory and in a JSON file under the cache directory
 (``cache_path``: one file per GPU name and Triton version), so a later process does not tune
-again. Problems under ``TUNE_MIN_WORK`` multiply-adds take a middle config untimed. On the
+again. Problems under ``TUNE_MIN_WORK`` multiply-adds take the smallest tile untimed. On the
 emulated device nothing is tuned: one small config keeps the interpreter fast.
 
 float16/bfloat16 accumulate in float32, float64 in float64. float32 follows
@@ -142,6 +142,19 @@ def _run_fwd(x: Tensor, w: Tensor, out: Tensor, geom, config: Config, precision:
            options=_options(config), **_constexprs(out, config, R, S, precision))
 
 
+def _phases(n_in: int, stride: int, pad: int, dilation: int, taps: int) -> list[tuple]:
+    """Per stride phase along one axis: (first row, rows, first tap, tap step, taps). Rows
+    h = first + i*stride share (h + pad) mod stride; tap r reaches them iff r*dilation has that
+    residue too, which repeats every stride / gcd(stride, dilation) taps."""
+    step = stride // math.gcd(stride, dilation)
+    out = []
+    for first in range(min(stride, n_in)):
+        phase = (first + pad) % stride
+        r0 = next((r for r in range(min(step, taps)) if (r * dilation) % stride == phase), taps)
+        out.append((first, _cdiv(n_in - first, stride), r0, step, _cdiv(taps - r0, step) if r0 < taps else 0))
+    return out
+
+
 def _run_dgrad(g: Tensor, w: Tensor, out: Tensor, geom, config: Config, precision: str) -> None:
     N, C, H, W = out._shape
     O, CG, R, S = w._shape
@@ -154,10 +167,15 @@ def _run_dgrad(g: Tensor, w: Tensor, out: Tensor, geom, config: Config, precisio
         view = Tensor._make(wt._storage, 0, (O, CG, R, S), (CG, 1, S * O * CG, O * CG), w.dtype)
         copy_into(w, view)
         w = view
-    grid = (_cdiv(N * H * W, config.block_m) * _cdiv(CG, config.block_n), G)
-    launch(_kernels().conv2d_dgrad_kernel, grid, pointer(g), pointer(w), pointer(out), N, H, W, P, Q, CG, OG,
-           *_strides(g), *_strides(w), *_strides(out), *_common(geom),
-           options=_options(config), **_constexprs(out, config, R, S, precision))
+    sh, sw, ph, pw, dh, dw = _common(geom)
+    constexprs = _constexprs(out, config, R, S, precision)
+    del constexprs["R"], constexprs["S"]
+    for h0, HP, r0, step_r, RP in _phases(H, sh, ph, dh, R):
+        for w0, WP, s0, step_s, SP in _phases(W, sw, pw, dw, S):
+            grid = (_cdiv(N * HP * WP, config.block_m) * _cdiv(CG, config.block_n), G)
+            launch(_kernels().conv2d_dgrad_kernel, grid, pointer(g), pointer(w), pointer(out), N, P, Q, CG, OG,
+                   *_strides(g), *_strides(w), *_strides(out), sh, sw, ph, pw, dh, dw,
+                   HP, WP, h0, w0, r0, step_r, RP, s0, step_s, SP, options=_options(config), **constexprs)
 
 
 def _wgrad_split(tiles: int, K: int, block_k: int, device_index: int) -> int:
@@ -226,7 +244,8 @@ def _config(kind: str, a: Tensor, b: Tensor, out: Tensor, geom, precision: str) 
         configs = candidates(kind, out.dtype, precision, M, N, K)
         run = lambda c: _RUNS[kind](a, b, out, geom, c, precision)
         if M * N * K * geom.groups < TUNE_MIN_WORK and _timer is None:
-            config = configs[len(configs) // 2]
+            # launch-bound: the smallest tile in the given layout (no staging copies), most programs
+            config = [c for c in configs if c.kernel == "nchw"][-1]
         else:
             config = _mm.tune(key, configs, run, cache_path(name), timer=_timer or _mm._do_bench)
         _memo[name, key] = config

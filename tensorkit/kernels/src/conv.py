@@ -8,8 +8,11 @@ of channels (C/G in, O/G out):
   GEMM rows = (n, p, q) (N*P*Q), columns = o (O/G), reduction = (r, s, c) (R*S*C/G).
 * ``conv2d_dgrad_kernel``: dx[n, c, h, w'] = sum_{o, r, s} dy[n, o, p, q] * w[o, c, r, s]
   over the (p, q) with p*sh - ph + r*dh = h and q*sw - pw + s*dw = w' (the derivative of the
-  forward in x). Rows = (n, h, w') (N*H*W), columns = c (C/G), reduction = (r, s, o) (R*S*O/G);
-  taps whose (h + ph - r*dh) is not a multiple of sh meet no output and load zeros.
+  forward in x). Rows = (n, h, w'), columns = c (C/G), reduction = (r, s, o). With a stride,
+  tap r reaches row h only when h + ph - r*dh is a multiple of sh: the host launches one
+  GEMM per stride phase (rows with the same (h + ph) mod sh, and likewise w), each looping
+  over just the taps that reach its rows, so no product is spent on a zero (stride 2: a
+  quarter of the rows and of the taps per launch).
 * ``conv2d_wgrad_kernel``: dw[o, c, r, s] = sum_{n, p, q} dy[n, o, p, q] * x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw]
   (the derivative in w). Rows = o (O/G), columns = (c, r, s) (C/G*R*S), reduction = (n, p, q);
   the reduction is long and the output small, so it is split over ``SPLIT`` programs that
@@ -87,13 +90,15 @@ def conv2d_fwd_kernel(
 @triton.jit
 def conv2d_dgrad_kernel(
     g_ptr, w_ptr, dx_ptr,                # grad of the output (N, O, P, Q), weight (O, C/G, R, S), dx (N, C, H, W)
-    N, H, W, P, Q,
+    N, P, Q,
     CG, OG,
     sgn, sgo, sgp, sgq,
     swo, swc, swr, sws,
     sxn, sxc, sxh, sxw,                  # strides of dx
     sh, sw, ph, pw, dh, dw,
-    R: tl.constexpr, S: tl.constexpr,
+    # one stride phase: the rows h = h0 + i*sh (i < HP) and columns w = w0 + j*sw (j < WP), and
+    # the taps that reach them from an output, r = r0 + a*step_r (a < RP), s = s0 + b*step_s (b < SP)
+    HP, WP, h0, w0, r0, step_r, RP, s0, step_s, SP,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PRECISION: tl.constexpr, ACC: tl.constexpr, INTERPRETER_BF16: tl.constexpr,
 ):
@@ -101,12 +106,12 @@ def conv2d_dgrad_kernel(
     num_n = tl.cdiv(CG, BLOCK_N)
     pid_m = tl.program_id(0) // num_n
     pid_n = tl.program_id(0) % num_n
-    M = N * H * W
+    M = N * HP * WP
 
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)      # input pixels (n, h, w)
-    n = rows // (H * W)
-    h = (rows // W) % H
-    w_ = rows % W
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)      # input pixels (n, h, w) of this phase
+    n = rows // (HP * WP)
+    h = h0 + ((rows // WP) % HP) * sh
+    w_ = w0 + (rows % WP) * sw
     row_ok = rows < M
     c = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)         # input channels of this group
     c_ok = c < CG
@@ -117,21 +122,19 @@ def conv2d_dgrad_kernel(
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     o_blocks = tl.cdiv(OG, BLOCK_K)
-    for kk in range(0, R * S * o_blocks):
-        rs = kk // o_blocks
-        r = rs // S
-        s = rs % S
+    for kk in range(0, RP * SP * o_blocks):
+        ab = kk // o_blocks
+        r = r0 + (ab // SP) * step_r
+        s = s0 + (ab % SP) * step_s
         o = (kk % o_blocks) * BLOCK_K + offs_k
         o_ok = o < OG
-        # the output (p, q) whose tap (r, s) lands on (h, w): p*sh = h + ph - r*dh, exactly
+        # the output (p, q) whose tap (r, s) lands on (h, w): p*sh = h + ph - r*dh, a multiple of
+        # sh by the choice of phase and taps; negative means no output (the division waits for it)
         hp = h + ph - r * dh
         wq = w_ + pw - s * dw
-        hp = tl.where(hp >= 0, hp, 0)                   # keep the divisions on non-negative numbers
-        wq = tl.where(wq >= 0, wq, 0)
-        p = hp // sh
-        q = wq // sw
-        hit = (row_ok & (h + ph - r * dh >= 0) & (w_ + pw - s * dw >= 0) & (p * sh == hp) & (q * sw == wq)
-               & (p < P) & (q < Q))
+        p = tl.where(hp >= 0, hp, 0) // sh
+        q = tl.where(wq >= 0, wq, 0) // sw
+        hit = row_ok & (hp >= 0) & (wq >= 0) & (p < P) & (q < Q)
         a = tl.load(g_rows[:, None] + (p * sgp + q * sgq)[:, None] + o[None, :] * sgo,
                     mask=hit[:, None] & o_ok[None, :], other=0.0)
         b = tl.load(w_cols[None, :] + o[:, None] * swo + (r * swr + s * sws),
