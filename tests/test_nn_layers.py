@@ -416,3 +416,25 @@ def test_clip_grad_norm_matches_torch_on_a_model():
     b = torch.nn.utils.clip_grad_norm_(theirs.parameters(), 0.1)
     np.testing.assert_allclose(a.item(), b.item(), rtol=1e-12)
     np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy(), rtol=1e-12)
+
+
+def test_small_mlp_trains():
+    """End to end: Sequential + CrossEntropyLoss + clip_grad_norm_ + a hand-written SGD step
+    (under no_grad, in place on the Parameters) fit a separable problem."""
+    tk.manual_seed(0)
+    x = tk.tensor(RNG.standard_normal((64, 2)), dtype=tk.float32)
+    y = tk.tensor((x.numpy()[:, 0] * x.numpy()[:, 1] > 0).astype(np.int64))
+    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2))
+    loss_fn = nn.CrossEntropyLoss()
+    losses = []
+    for _ in range(60):
+        model.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        with tk.no_grad():
+            for p in model.parameters():
+                p.sub_(p.grad * 0.5)
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+    assert all(type(p) is nn.Parameter and p.is_leaf for p in model.parameters())
