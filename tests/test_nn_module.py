@@ -84,6 +84,8 @@ def test_setattr_rules():
         m.nothing
     del m.steps
     assert "steps" not in m._buffers
+    m.extra = nn.Buffer(tk.ones(2), persistent=False)          # torch.nn.Buffer's way to register a buffer
+    assert type(m.extra) is tk.Tensor and "extra" in m._buffers and "extra" not in m.state_dict()
     with pytest.raises(KeyError, match="attribute 'bias' already exists"):
         m.register_buffer("bias", tk.zeros(1))
     with pytest.raises(KeyError, match='contain ".", got: a.b'):
