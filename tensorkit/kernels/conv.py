@@ -114,9 +114,12 @@ def _common(geom) -> tuple:
     return sh, sw, ph, pw, dh, dw
 
 
-def _constexprs(out: Tensor, config: Config, R: int, S: int, precision: str) -> dict:
+def _constexprs(out: Tensor, config: Config, R: int, S: int, precision: str, channels_last=None) -> dict:
+    """The kernels' constexprs, in their order (``launch`` caches by it); ``channels_last`` for the
+    kernels that take it."""
     src = _kernels()
-    return dict(R=R, S=S, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+    layout = {} if channels_last is None else {"CHANNELS_LAST": channels_last}
+    return dict(R=R, S=S, **layout, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
                 PRECISION=precision, ACC=src.tl.float64 if out.dtype is D.float64 else src.tl.float32,
                 INTERPRETER_BF16=cuda.EMULATED and out.dtype is D.bfloat16)
 
@@ -139,7 +142,7 @@ def _run_fwd(x: Tensor, w: Tensor, out: Tensor, geom, config: Config, precision:
     grid = (_cdiv(N * P * Q, config.block_m) * _cdiv(OG, config.block_n), G)
     launch(_kernels().conv2d_fwd_kernel, grid, pointer(x), pointer(w), pointer(out), N, H, W, P, Q, CG, OG,
            *_strides(x), *_strides(w), *_strides(out), *_common(geom),
-           options=_options(config), **_constexprs(out, config, R, S, precision))
+           options=_options(config), **_constexprs(out, config, R, S, precision, config.kernel == "nhwc"))
 
 
 def _phases(n_in: int, stride: int, pad: int, dilation: int, taps: int) -> list[tuple]:
@@ -168,7 +171,7 @@ def _run_dgrad(g: Tensor, w: Tensor, out: Tensor, geom, config: Config, precisio
         copy_into(w, view)
         w = view
     sh, sw, ph, pw, dh, dw = _common(geom)
-    constexprs = _constexprs(out, config, R, S, precision)
+    constexprs = _constexprs(out, config, R, S, precision, config.kernel == "nhwc")
     del constexprs["R"], constexprs["S"]
     for h0, HP, r0, step_r, RP in _phases(H, sh, ph, dh, R):
         for w0, WP, s0, step_s, SP in _phases(W, sw, pw, dw, S):

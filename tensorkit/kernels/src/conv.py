@@ -18,7 +18,14 @@ of channels (C/G in, O/G out):
   the reduction is long and the output small, so it is split over ``SPLIT`` programs that
   write float32 partial sums, added by ``splitk_sum_kernel`` (deterministic: no atomics).
 
-Padding reads zeros (masked loads). Products accumulate in float32 (float64 for float64) and
+Each operand tile is loaded with its contiguous axis last and transposed in registers where
+the product needs the other orientation (``tl.trans``): Triton's coalescing pass picks a
+load's thread order from the pointer's provable contiguity, and an im2col gather has none
+(its indices come from divisions), so it falls back to the last axis; loading along the
+axis that is contiguous in memory keeps a warp's accesses together. NCHW pixels are
+contiguous: activations and gradients are read as (channels, pixels) and results stored
+that way; with ``CHANNELS_LAST`` (the host staged a channels-last copy) as (pixels,
+channels). Padding reads zeros (masked loads). Products accumulate in float32 (float64 for float64) and
 are rounded once on the store. The reduction runs as one flat loop over (tap, channel block):
 one loop is what Triton's software pipeliner overlaps (``num_stages``). Programs are numbered
 with the column tiles fastest, so the programs that run together share their input rows.
@@ -41,6 +48,7 @@ def conv2d_fwd_kernel(
     syn, syo, syp, syq,
     sh, sw, ph, pw, dh, dw,              # stride, top/left padding, dilation
     R: tl.constexpr, S: tl.constexpr,    # kernel height, width
+    CHANNELS_LAST: tl.constexpr,         # x's channels are contiguous (else its pixels are, NCHW)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PRECISION: tl.constexpr, ACC: tl.constexpr, INTERPRETER_BF16: tl.constexpr,
 ):
@@ -73,18 +81,24 @@ def conv2d_fwd_kernel(
         h = p * sh - ph + r * dh
         w_ = q * sw - pw + s * dw
         inside = row_ok & (h >= 0) & (h < H) & (w_ >= 0) & (w_ < W)   # the padding reads zeros
-        a = tl.load(x_rows[:, None] + (h * sxh + w_ * sxw)[:, None] + c[None, :] * sxc,
-                    mask=inside[:, None] & c_ok[None, :], other=0.0)
-        b = tl.load(w_cols[None, :] + c[:, None] * swc + (r * swr + s * sws),
-                    mask=c_ok[:, None] & o_ok[None, :], other=0.0)
+        pix = h * sxh + w_ * sxw
+        if CHANNELS_LAST:
+            a = tl.load(x_rows[:, None] + pix[:, None] + c[None, :] * sxc,
+                        mask=inside[:, None] & c_ok[None, :], other=0.0)
+        else:                            # (channels, pixels): the contiguous axis last (see the module docstring)
+            a = tl.trans(tl.load(x_rows[None, :] + pix[None, :] + c[:, None] * sxc,
+                                 mask=inside[None, :] & c_ok[:, None], other=0.0))
+        b = tl.trans(tl.load(w_cols[:, None] + c[None, :] * swc + (r * swr + s * sws),
+                             mask=o_ok[:, None] & c_ok[None, :], other=0.0))
         if INTERPRETER_BF16:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC)
 
-    y_ptrs = (y_ptr + (n.to(tl.int64) * syn + p * syp + q * syq)[:, None]
-              + (group * OG + o).to(tl.int64)[None, :] * syo)
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & o_ok[None, :])
+    # stored as (channels, pixels): an NCHW output's pixels are contiguous
+    y_ptrs = (y_ptr + (n.to(tl.int64) * syn + p * syp + q * syq)[None, :]
+              + (group * OG + o).to(tl.int64)[:, None] * syo)
+    tl.store(y_ptrs, tl.trans(acc).to(y_ptr.dtype.element_ty), mask=row_ok[None, :] & o_ok[:, None])
 
 
 @triton.jit
@@ -99,6 +113,7 @@ def conv2d_dgrad_kernel(
     # one stride phase: the rows h = h0 + i*sh (i < HP) and columns w = w0 + j*sw (j < WP), and
     # the taps that reach them from an output, r = r0 + a*step_r (a < RP), s = s0 + b*step_s (b < SP)
     HP, WP, h0, w0, r0, step_r, RP, s0, step_s, SP,
+    CHANNELS_LAST: tl.constexpr,         # g's channels are contiguous (else its pixels are)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PRECISION: tl.constexpr, ACC: tl.constexpr, INTERPRETER_BF16: tl.constexpr,
 ):
@@ -135,8 +150,12 @@ def conv2d_dgrad_kernel(
         p = tl.where(hp >= 0, hp, 0) // sh
         q = tl.where(wq >= 0, wq, 0) // sw
         hit = row_ok & (hp >= 0) & (wq >= 0) & (p < P) & (q < Q)
-        a = tl.load(g_rows[:, None] + (p * sgp + q * sgq)[:, None] + o[None, :] * sgo,
-                    mask=hit[:, None] & o_ok[None, :], other=0.0)
+        pix = p * sgp + q * sgq
+        if CHANNELS_LAST:
+            a = tl.load(g_rows[:, None] + pix[:, None] + o[None, :] * sgo, mask=hit[:, None] & o_ok[None, :], other=0.0)
+        else:
+            a = tl.trans(tl.load(g_rows[None, :] + pix[None, :] + o[:, None] * sgo,
+                                 mask=hit[None, :] & o_ok[:, None], other=0.0))
         b = tl.load(w_cols[None, :] + o[:, None] * swo + (r * swr + s * sws),
                     mask=o_ok[:, None] & c_ok[None, :], other=0.0)
         if INTERPRETER_BF16:
@@ -144,9 +163,9 @@ def conv2d_dgrad_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC)
 
-    dx_ptrs = (dx_ptr + (n.to(tl.int64) * sxn + h * sxh + w_ * sxw)[:, None]
-               + (group * CG + c).to(tl.int64)[None, :] * sxc)
-    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=row_ok[:, None] & c_ok[None, :])
+    dx_ptrs = (dx_ptr + (n.to(tl.int64) * sxn + h * sxh + w_ * sxw)[None, :]
+               + (group * CG + c).to(tl.int64)[:, None] * sxc)
+    tl.store(dx_ptrs, tl.trans(acc).to(dx_ptr.dtype.element_ty), mask=row_ok[None, :] & c_ok[:, None])
 
 
 @triton.jit
@@ -194,10 +213,11 @@ def conv2d_wgrad_kernel(
         q = k % Q
         a = tl.load(g_rows[:, None] + (n * sgn + p * sgp + q * sgq)[None, :],
                     mask=o_ok[:, None] & k_ok[None, :], other=0.0)
-        h = p[:, None] * sh - ph + r[None, :] * dh
-        w_ = q[:, None] * sw - pw + s[None, :] * dw
-        inside = k_ok[:, None] & j_ok[None, :] & (h >= 0) & (h < H) & (w_ >= 0) & (w_ < W)
-        b = tl.load(x_cols[None, :] + n[:, None] * sxn + h * sxh + w_ * sxw, mask=inside, other=0.0)
+        # (weight positions, reduction): the reduction's pixels are x's contiguous axis, loaded last
+        h = p[None, :] * sh - ph + r[:, None] * dh
+        w_ = q[None, :] * sw - pw + s[:, None] * dw
+        inside = j_ok[:, None] & k_ok[None, :] & (h >= 0) & (h < H) & (w_ >= 0) & (w_ < W)
+        b = tl.trans(tl.load(x_cols[:, None] + n[None, :] * sxn + h * sxh + w_ * sxw, mask=inside, other=0.0))
         if INTERPRETER_BF16:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
