@@ -322,7 +322,7 @@ def record(op: str, inputs: tuple, outputs: tuple, params: dict) -> None:
                                           or out._base is not None):
         return _record_write(op, vjp, inputs, out, params)
     for a in inputs:
-        if a.__class__ is Tensor and a._requires_grad:
+        if isinstance(a, Tensor) and a._requires_grad:
             break
     else:
         return
@@ -342,7 +342,7 @@ def _record_write(op, vjp, inputs, dest: Tensor, params) -> None:
         original = None
     if not _has_history(dest):
         for a in inputs:
-            if a.__class__ is Tensor and a._requires_grad:
+            if isinstance(a, Tensor) and a._requires_grad:
                 break
         else:
             return

@@ -289,7 +289,7 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
         if not o.is_contiguous():
             flat = False
     for a, (_, dt) in zip(args, program.inputs):
-        if type(a) is Tensor and a._shape == out_shape and a._storage.device is not CPU and (
+        if isinstance(a, Tensor) and a._shape == out_shape and a._storage.device is not CPU and (
                 a._contig or a.is_contiguous()):              # the common case first
             modes.append("flat")
             call.append(a)

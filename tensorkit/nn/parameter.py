@@ -23,11 +23,6 @@ class Parameter(Tensor):
         True
     """
 
-    # The autograd recorder tests ``a.__class__ is Tensor`` on its hot path: a Parameter answers
-    # Tensor there so the ops it feeds are recorded. type(p) and isinstance(p, Parameter) still
-    # see the subclass.
-    __class__ = property(lambda self: Tensor)
-
     def __new__(cls, data: Tensor | None = None, requires_grad: bool = True):
         if data is None:
             data = empty(0)

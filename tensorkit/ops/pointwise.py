@@ -105,12 +105,12 @@ class Pointwise:
         """Run on tensors / Python numbers. ``out=``: PyTorch's out argument (resized if its
         shape differs). ``_into``: write into this tensor, which the inputs broadcast to
         (in-place ops and ``copy_``)."""
-        if out is None and _into is None and len(args) == self.nin and type(args[0]) is Tensor:
+        if out is None and _into is None and len(args) == self.nin and isinstance(args[0], Tensor):
             # the common eager call: tensors of one shape on one device, or Python numbers
             first = args[0]
             device, shape = first._storage.device, first._shape
             for a in args:
-                if type(a) is Tensor:
+                if isinstance(a, Tensor):       # nn.Parameter too
                     if a._storage.device is not device or a._shape != shape:
                         break
                 elif type(a) is not float and type(a) is not int and type(a) is not bool:
