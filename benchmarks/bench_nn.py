@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 import common
+from bench_gpu import _first_line, _gpu  # the same GPU check and error rows as the GPU suite
 
 TITLE = "tensorkit nn benchmarks (GPU)"
 TARGET = 1.5
@@ -48,19 +49,6 @@ CONV_TOL = {"bfloat16": 2e-2, "float16": 4e-3, "float32": 1e-4, "tf32": 1e-2}
 SECTION_MODULES = ["bench_nn_norm"]
 
 
-def _gpu():
-    """(tk, torch) when a real GPU is usable by both, else None."""
-    try:
-        import torch
-
-        import tensorkit as tk
-    except ImportError:
-        return None
-    if not torch.cuda.is_available() or tk.cuda.EMULATED or not tk.cuda.is_available():
-        return None
-    return tk, torch
-
-
 def versions() -> dict[str, str]:
     out = {}
     try:
@@ -74,10 +62,6 @@ def versions() -> dict[str, str]:
     except ImportError:
         pass
     return out
-
-
-def _first_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
 def _rel_err(got, want) -> float:

@@ -116,36 +116,31 @@ def _array(t) -> np.ndarray:
     return a.astype(np.float32) if t.dtype in (D.float16, D.bfloat16) else np.ascontiguousarray(a)
 
 
-def _result(t) -> np.ndarray:
-    """Where a kernel writes ``t``'s values: ``t`` itself, or a float32 buffer for halves."""
-    return np.empty(t.shape, np.float32) if t.dtype in (D.float16, D.bfloat16) else t._np()
+def _run(kernel, src, dst, *args) -> None:
+    """``kernel(src array, result array, *args)`` into ``dst``; halves go through a float32 buffer."""
+    if dst.numel() == 0:
+        return
+    half = dst.dtype in (D.float16, D.bfloat16)
+    r = np.empty(dst.shape, np.float32) if half else dst._np()
+    kernel(_array(src), r, *args)
+    if half:
+        dst._np()[...] = r
+
+
+def _avg_args(geom) -> tuple:
+    return (*geom.h[:3], *geom.w[:3], geom.adaptive, geom.count_include_pad, geom.divisor)
 
 
 @_dispatch.register("max_pool2d", "cpu", DTYPES)
 def max_pool2d(x, out, idx, geom) -> None:
-    if out.numel() == 0:
-        return
-    r = _result(out)
-    _max_pool(_array(x), r, idx._np(), *geom.h, *geom.w, geom.adaptive)
-    if r is not out._np():
-        out._np()[...] = r
+    _run(_max_pool, x, out, idx._np(), *geom.h, *geom.w, geom.adaptive)
 
 
 @_dispatch.register("avg_pool2d", "cpu", DTYPES)
 def avg_pool2d(x, out, geom) -> None:
-    if out.numel() == 0:
-        return
-    r = _result(out)
-    _avg_pool(_array(x), r, *geom.h[:3], *geom.w[:3], geom.adaptive, geom.count_include_pad, geom.divisor)
-    if r is not out._np():
-        out._np()[...] = r
+    _run(_avg_pool, x, out, *_avg_args(geom))
 
 
 @_dispatch.register("avg_pool2d_backward", "cpu", DTYPES)
 def avg_pool2d_backward(g, gx, geom) -> None:
-    if gx.numel() == 0:
-        return
-    r = _result(gx)
-    _avg_pool_backward(_array(g), r, *geom.h[:3], *geom.w[:3], geom.adaptive, geom.count_include_pad, geom.divisor)
-    if r is not gx._np():
-        gx._np()[...] = r
+    _run(_avg_pool_backward, g, gx, *_avg_args(geom))

@@ -38,33 +38,15 @@ def _acc(t: Tensor):
     return tl.float64 if t.dtype is D.float64 else tl.float32
 
 
-@_dispatch.register("max_pool2d", "cuda", DTYPES)
-def max_pool2d(x: Tensor, out: Tensor, idx: Tensor, geom) -> None:
+def _run(kernel, operands: tuple, out: Tensor, *scalars, **constexprs) -> None:
+    """Launch ``kernel`` with one program per ``BLOCK`` elements of ``out`` (its result): the
+    operands' pointers, the element count, then ``scalars``."""
     total = out.numel()
     if total == 0:
         return
-    N, C, H, W = x._shape
-    Ho, Wo = out._shape[2:]
     block = _block()
-    launch(_kernels().max_pool_kernel, (_cdiv(total, block),), pointer(x), pointer(out), pointer(idx),
-           total, C, H, W, Ho, Wo, *x._strides, *geom.h, *geom.w,
-           _longest(H, Ho, geom.h, geom.adaptive), _longest(W, Wo, geom.w, geom.adaptive),
-           ADAPTIVE=geom.adaptive, ACC=_acc(out), BLOCK=block)
-
-
-@_dispatch.register("avg_pool2d", "cuda", DTYPES)
-def avg_pool2d(x: Tensor, out: Tensor, geom) -> None:
-    total = out.numel()
-    if total == 0:
-        return
-    N, C, H, W = x._shape
-    Ho, Wo = out._shape[2:]
-    block = _block()
-    launch(_kernels().avg_pool_kernel, (_cdiv(total, block),), pointer(x), pointer(out),
-           total, C, H, W, Ho, Wo, *x._strides, *geom.h[:3], *geom.w[:3],
-           _longest(H, Ho, geom.h, geom.adaptive), _longest(W, Wo, geom.w, geom.adaptive),
-           ADAPTIVE=geom.adaptive, COUNT_PAD=geom.count_include_pad, DIVISOR=geom.divisor, ACC=_acc(out),
-           BLOCK=block)
+    launch(kernel, (_cdiv(total, block),), *[pointer(t) for t in operands], total, *scalars, **constexprs,
+           ACC=_acc(out), BLOCK=block)
 
 
 def _most_windows(n_in: int, n_out: int, axis: tuple, adaptive: bool) -> int:
@@ -72,16 +54,27 @@ def _most_windows(n_in: int, n_out: int, axis: tuple, adaptive: bool) -> int:
     return _cdiv(n_out, n_in) + 1 if adaptive else _cdiv(axis[0], axis[1])
 
 
+def _avg_constexprs(geom) -> dict:
+    return dict(ADAPTIVE=geom.adaptive, COUNT_PAD=geom.count_include_pad, DIVISOR=geom.divisor)
+
+
+@_dispatch.register("max_pool2d", "cuda", DTYPES)
+def max_pool2d(x: Tensor, out: Tensor, idx: Tensor, geom) -> None:
+    (H, W), (Ho, Wo) = x._shape[2:], out._shape[2:]
+    _run(_kernels().max_pool_kernel, (x, out, idx), out, x._shape[1], H, W, Ho, Wo, *x._strides, *geom.h, *geom.w,
+         _longest(H, Ho, geom.h, geom.adaptive), _longest(W, Wo, geom.w, geom.adaptive), ADAPTIVE=geom.adaptive)
+
+
+@_dispatch.register("avg_pool2d", "cuda", DTYPES)
+def avg_pool2d(x: Tensor, out: Tensor, geom) -> None:
+    (H, W), (Ho, Wo) = x._shape[2:], out._shape[2:]
+    _run(_kernels().avg_pool_kernel, (x, out), out, x._shape[1], H, W, Ho, Wo, *x._strides, *geom.h[:3], *geom.w[:3],
+         _longest(H, Ho, geom.h, geom.adaptive), _longest(W, Wo, geom.w, geom.adaptive), **_avg_constexprs(geom))
+
+
 @_dispatch.register("avg_pool2d_backward", "cuda", DTYPES)
 def avg_pool2d_backward(g: Tensor, gx: Tensor, geom) -> None:
-    total = gx.numel()
-    if total == 0:
-        return
-    N, C, H, W = gx._shape
-    Ho, Wo = g._shape[2:]
-    block = _block()
-    launch(_kernels().avg_pool_backward_kernel, (_cdiv(total, block),), pointer(g), pointer(gx),
-           total, C, H, W, Ho, Wo, *g._strides, *geom.h[:3], *geom.w[:3],
-           _most_windows(H, Ho, geom.h, geom.adaptive), _most_windows(W, Wo, geom.w, geom.adaptive),
-           ADAPTIVE=geom.adaptive, COUNT_PAD=geom.count_include_pad, DIVISOR=geom.divisor, ACC=_acc(gx),
-           BLOCK=block)
+    (H, W), (Ho, Wo) = gx._shape[2:], g._shape[2:]
+    _run(_kernels().avg_pool_backward_kernel, (g, gx), gx, g._shape[1], H, W, Ho, Wo, *g._strides, *geom.h[:3], *geom.w[:3],
+         _most_windows(H, Ho, geom.h, geom.adaptive), _most_windows(W, Wo, geom.w, geom.adaptive),
+         **_avg_constexprs(geom))

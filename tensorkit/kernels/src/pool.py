@@ -46,6 +46,16 @@ def _divisor(oh, ow, H, W, Ho, Wo, kh, sh, ph, kw, sw, pw,
 
 
 @triton.jit
+def _position(i, C, rows, cols, ptr, s_n, s_c):
+    """(row, column) of element i of a contiguous (N, C, rows, cols) result, and the pointer to its
+    (n, c) plane in the operand ``ptr`` (batch and channel strides s_n, s_c)."""
+    col = i % cols
+    row = (i // cols) % rows
+    nc = i // (cols * rows)
+    return row, col, ptr + (nc // C).to(tl.int64) * s_n + (nc % C).to(tl.int64) * s_c
+
+
+@triton.jit
 def max_pool_kernel(
     x_ptr, y_ptr, idx_ptr,               # input (N, C, H, W) any strides; maxima, indices: contiguous (N, C, Ho, Wo)
     total, C, H, W, Ho, Wo,
@@ -59,10 +69,7 @@ def max_pool_kernel(
 ):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = i < total
-    ow = i % Wo
-    oh = (i // Wo) % Ho
-    nc = i // (Wo * Ho)
-    base = x_ptr + (nc // C).to(tl.int64) * sxn + (nc % C).to(tl.int64) * sxc
+    oh, ow, base = _position(i, C, Ho, Wo, x_ptr, sxn, sxc)
     h0, ch, sth = _window(oh, H, Ho, kh, sh, ph, dh, ADAPTIVE)
     w0, cw, stw = _window(ow, W, Wo, kw, sw, pw, dw, ADAPTIVE)
     best = tl.full((BLOCK,), float("-inf"), ACC)
@@ -92,10 +99,7 @@ def avg_pool_kernel(
 ):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = i < total
-    ow = i % Wo
-    oh = (i // Wo) % Ho
-    nc = i // (Wo * Ho)
-    base = x_ptr + (nc // C).to(tl.int64) * sxn + (nc % C).to(tl.int64) * sxc
+    oh, ow, base = _position(i, C, Ho, Wo, x_ptr, sxn, sxc)
     h0, ch, _sth = _window(oh, H, Ho, kh, sh, ph, 1, ADAPTIVE)
     w0, cw, _stw = _window(ow, W, Wo, kw, sw, pw, 1, ADAPTIVE)
     acc = tl.zeros((BLOCK,), ACC)
@@ -131,10 +135,7 @@ def avg_pool_backward_kernel(
 ):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = i < total
-    w = i % W
-    h = (i // W) % H
-    nc = i // (W * H)
-    base = g_ptr + (nc // C).to(tl.int64) * sgn + (nc % C).to(tl.int64) * sgc
+    h, w, base = _position(i, C, H, W, g_ptr, sgn, sgc)
     oh0, oh1 = _outputs_holding(h, H, Ho, kh, sh, ph, ADAPTIVE)
     ow0, ow1 = _outputs_holding(w, W, Wo, kw, sw, pw, ADAPTIVE)
     acc = tl.zeros((BLOCK,), ACC)
