@@ -1077,8 +1077,9 @@ op_db += [
            lambda x, ns, w=None, eps=None: _ref_layer_norm(x, ns, w, None, eps, rms=True), _sample_layer_norm(True),
            kind="reduction", error_inputs=_errors_layer_norm(True),
            torch_fn=lambda torch: torch.nn.functional.rms_norm),
-    OpInfo("cross_entropy", lambda *a, **k: _norm_op("cross_entropy")(*a, **k), _ref_cross_entropy,
-           _sample_cross_entropy, kind="reduction", error_inputs=_errors_cross_entropy,
+    # the fused primitive behind nn.functional.cross_entropy's class-index path (ops.norm.cross_entropy)
+    OpInfo("fused_cross_entropy", lambda *a, **k: _norm_op("cross_entropy")(*a, **k), _ref_cross_entropy,
+           _sample_cross_entropy, declared=("cross_entropy",), kind="reduction", error_inputs=_errors_cross_entropy,
            torch_fn=lambda torch: torch.nn.functional.cross_entropy,
            grad_skip={"class weight": "class weights get no gradient (as in PyTorch)"}),
 ]

@@ -83,6 +83,10 @@ class RNNBase(Module):
                     setattr(self, f"bias_ih_{sfx}", _uniform((gates,), bound, device, dtype))
                     setattr(self, f"bias_hh_{sfx}", _uniform((gates,), bound, device, dtype))
 
+    def flatten_parameters(self) -> None:
+        """A no-op: PyTorch packs the weights into one buffer for cuDNN; tensorkit has none to pack
+        (kept so ported scripts that call it run)."""
+
     def _weights(self, layer: int, d: int):
         sfx = f"l{layer}" + ("_reverse" if d else "")
         get = lambda n: getattr(self, f"{n}_{sfx}") if (self.bias or n.startswith("weight")) else None
