@@ -14,7 +14,7 @@ F = tk.nn.functional
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
-@pytest.mark.parametrize("case", ["plain", "causal", "bool mask", "float mask", "scale"])
+@pytest.mark.parametrize("case", ["plain", "causal", "bool mask", "float mask", "scale", "gqa"])
 def test_sdpa_matches_torch(case, device):
     rng = np.random.default_rng(0)
     q, k, v = rng.standard_normal((2, 2, 3, 4)), rng.standard_normal((2, 2, 5, 4)), rng.standard_normal((2, 2, 5, 3))
@@ -30,6 +30,9 @@ def test_sdpa_matches_torch(case, device):
         kw, tkw = {"attn_mask": tk.tensor(m, device=device)}, {"attn_mask": torch.tensor(m)}
     elif case == "scale":
         kw = tkw = {"scale": 0.3}
+    elif case == "gqa":                         # one key/value head serves both query heads
+        k, v = k[:, :1], v[:, :1]
+        kw = tkw = {"enable_gqa": True}
     ts = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
     ot = torch.nn.functional.scaled_dot_product_attention(*ts, **tkw)
     ot.backward(torch.tensor(np.cos(np.arange(ot.numel())).reshape(ot.shape)))
