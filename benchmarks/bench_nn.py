@@ -23,6 +23,7 @@ Without a GPU the suite says it skipped; ``smoke()`` runs the conv section's cod
 from __future__ import annotations
 
 import importlib
+import os
 import time
 
 import numpy as np
@@ -185,13 +186,19 @@ def run(quick: bool = False) -> str:
     if env is None:
         return "Skipped: needs a real CUDA GPU usable by both tensorkit and PyTorch (not the emulated device)."
     tk, torch = env
-    start = time.perf_counter()
-    sections = [("conv2d (ResNet-50 layers)",
-                 "Forward+backward: input and weight gradients from one forward. float32: exact on both sides "
-                 "(cuDNN with allow_tf32=False); tf32 rows: both with TF32 allowed.",
-                 conv_section(_Env(tk, torch, "cuda", quick)))]
-    common.log(f"conv2d section: {time.perf_counter() - start:.0f} s")
-    sections += _other_sections(tk, torch, quick)
+    # TK_BENCH_SECTIONS=conv: this file's conv section only; =other: only SECTION_MODULES' sections
+    only = {w.strip().lower() for w in os.environ.get("TK_BENCH_SECTIONS", "").split(",") if w.strip()}
+    sections = []
+    if not only or "conv" in only:
+        start = time.perf_counter()
+        sections.append(("conv2d (ResNet-50 layers)",
+                         "Forward+backward: input and weight gradients from one forward. float32: exact on both sides "
+                         "(cuDNN with allow_tf32=False); tf32 rows: both with TF32 allowed. The first run tunes "
+                         "tensorkit's tile configs (minutes; cached on disk for later runs).",
+                         conv_section(_Env(tk, torch, "cuda", quick))))
+        common.log(f"conv2d section: {time.perf_counter() - start:.0f} s")
+    if not only or "other" in only:
+        sections += _other_sections(tk, torch, quick)
     return "\n\n".join(f"## {title}\n\n" + (f"{note}\n\n" if note else "") + body for title, note, body in sections)
 
 
