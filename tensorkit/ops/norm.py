@@ -19,8 +19,9 @@ to their first output, so the statistics are never handed to users, and when a g
 built (``create_graph=True``), dweight / dbias come from composites instead of the fused
 kernel's extra outputs.
 
-``group_norm`` and ``batch_norm`` are composites of reductions (mean, var): two passes over
-memory; candidates for kernels if a benchmark asks.
+``group_norm`` is the fused layer_norm over (sample, group) rows plus a per-channel affine
+step; ``batch_norm`` is a composite of reductions (mean, var) and one scale-and-shift:
+candidates for kernels of their own if a benchmark asks.
 """
 from __future__ import annotations
 
@@ -301,7 +302,8 @@ def _cross_entropy_backward_vjp(u, node):
 def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None,
                eps: float = 1e-5) -> Tensor:
     """Normalize ``[N, C, *]`` over groups of ``C // num_groups`` channels (and all spatial
-    positions), then scale and shift per channel. A composite (mean, var: two passes)."""
+    positions), then scale and shift per channel: the fused layer_norm over (sample, group) rows,
+    then the affine step."""
     if input.ndim < 2:
         raise RuntimeError(f"group_norm: expected an input of shape [N, C, *], got {list(input.shape)}")
     nb, ch = input.shape[0], input.shape[1]
@@ -310,10 +312,10 @@ def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None, bia
                            f"({num_groups}); input shape {list(input.shape)}")
     _check_param("group_norm", "weight", weight, input, (ch,))
     _check_param("group_norm", "bias", bias, input, (ch,))
-    x = input.reshape(nb, num_groups, -1)
-    mu = x.mean(-1, keepdim=True)
-    var = x.var(-1, keepdim=True, correction=0)
-    y = ((x - mu) * (var + eps).rsqrt()).reshape(input.shape)
+    # each (sample, group) is one row of the fused layer_norm (no affine: it is per channel here)
+    per_group = (ch // num_groups) * math.prod(input.shape[2:])
+    x = input.reshape(nb, num_groups, per_group)
+    y = layer_norm(x, (per_group,), eps=eps).reshape(input.shape)
     pshape = (1, ch) + (1,) * (input.ndim - 2)
     if weight is not None:
         y = y * weight.reshape(pshape)
@@ -330,6 +332,8 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     the *unbiased* batch variance), else with ``running_mean`` / ``running_var``. A composite."""
     if input.ndim < 2:
         raise RuntimeError(f"batch_norm: expected an input of shape [N, C, *], got {list(input.shape)}")
+    if not input.dtype.is_floating_point:
+        raise RuntimeError(f"batch_norm: expected a floating point input, got {input.dtype}")
     ch = input.shape[1]
     for name, p in (("running_mean", running_mean), ("running_var", running_var)):
         if p is not None and tuple(p.shape) != (ch,):

@@ -1064,6 +1064,43 @@ def _errors_cross_entropy(info, device):
                          r"target 5 is out of bounds for 5 classes")
 
 
+def _ref_group_norm(x, groups, w=None, b=None, eps=1e-5):
+    g = x.reshape(x.shape[0], groups, -1)
+    y = ((g - g.mean(-1, keepdims=True)) / np.sqrt(g.var(-1, keepdims=True) + eps)).reshape(x.shape)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return y * (1.0 if w is None else w.reshape(shape)) + (0.0 if b is None else b.reshape(shape))
+
+
+def _ref_batch_norm(x, mean, var, w=None, b=None, training=False, momentum=0.1, eps=1e-5):
+    dims = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if training:
+        mean, var = x.mean(dims), x.var(dims)
+    y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+    return y * (1.0 if w is None else w.reshape(shape)) + (0.0 if b is None else b.reshape(shape))
+
+
+def _sample_group_batch_norm(batch):
+    def gen(info, device, dtype, rng):
+        mk = lambda shape, layout=_C: make_tensor(shape, dtype, device, rng=rng, layout=layout)
+        pos = lambda shape: make_tensor(shape, dtype, device, rng=rng, low=0.5, high=2.0)
+        if batch:       # eval with running statistics; training without them (nothing to update)
+            yield SampleInput(mk((3, 4, 2)), (mk((4,)), pos((4,)), pos((4,)), mk((4,))), name="eval",
+                              reduction_len=6)
+            if dtype in REPRESENTATIVE:
+                yield SampleInput(mk((4, 3)), (None, None, pos((3,)), mk((3,)), True), name="training, no stats",
+                                  reduction_len=4)
+                yield SampleInput(mk((2, 3, 2, 2), "transposed"), (None, None, None, None, True),
+                                  name="training, 4-D, no affine", reduction_len=8)
+            return
+        yield SampleInput(mk((2, 4, 3)), (2, pos((4,)), mk((4,))), name="2 groups", reduction_len=6)
+        if dtype in REPRESENTATIVE:
+            yield SampleInput(mk((3, 6)), (3,), name="no affine, no spatial dims", reduction_len=2)
+            yield SampleInput(mk((2, 2, 3, 2), "transposed"), (1, pos((2,)), mk((2,))), name="4-D transposed",
+                              reduction_len=12)
+    return gen
+
+
 def _norm_op(name):
     from ..ops import norm
     return getattr(norm, name)
@@ -1077,6 +1114,13 @@ op_db += [
            lambda x, ns, w=None, eps=None: _ref_layer_norm(x, ns, w, None, eps, rms=True), _sample_layer_norm(True),
            kind="reduction", error_inputs=_errors_layer_norm(True),
            torch_fn=lambda torch: torch.nn.functional.rms_norm),
+    # composites: group_norm over the fused layer_norm, batch_norm over mean / var
+    OpInfo("group_norm", lambda *a, **k: _norm_op("group_norm")(*a, **k), _ref_group_norm,
+           _sample_group_batch_norm(False), declared=("layer_norm",), kind="reduction",
+           torch_fn=lambda torch: torch.nn.functional.group_norm, tol={**_COMPOSITE_HALF_TOL}),
+    OpInfo("batch_norm", lambda *a, **k: _norm_op("batch_norm")(*a, **k), _ref_batch_norm,
+           _sample_group_batch_norm(True), declared=("var", "sum"), restrict=FLOATS, kind="reduction",
+           torch_fn=lambda torch: torch.nn.functional.batch_norm, tol={**_COMPOSITE_HALF_TOL}),
     # the fused primitive behind nn.functional.cross_entropy's class-index path (ops.norm.cross_entropy)
     OpInfo("fused_cross_entropy", lambda *a, **k: _norm_op("cross_entropy")(*a, **k), _ref_cross_entropy,
            _sample_cross_entropy, declared=("cross_entropy",), kind="reduction", error_inputs=_errors_cross_entropy,
