@@ -35,18 +35,20 @@ def _rnn_step(xw, h, c, w_hh, b_hh, relu: bool):
     return (TF.relu(pre) if relu else pre.tanh()), None
 
 
+# A step is launch-bound at typical sizes: one sigmoid over all the gates (a composite of several
+# kernels) costs less than one per gate, though it also covers the g (or n) quarter it does not need.
 def _lstm_step(xw, h, c, w_hh, b_hh, relu=False):
-    i, f, g, o = (xw + _linear(h, w_hh, b_hh)).chunk(4, -1)
-    c = TF.sigmoid(f) * c + TF.sigmoid(i) * g.tanh()
-    return TF.sigmoid(o) * c.tanh(), c
+    gates = xw + _linear(h, w_hh, b_hh)
+    i, f, _, o = TF.sigmoid(gates).chunk(4, -1)
+    c = f * c + i * gates.chunk(4, -1)[2].tanh()
+    return o * c.tanh(), c
 
 
 def _gru_step(xw, h, c, w_hh, b_hh, relu=False):
-    xr, xz, xn = xw.chunk(3, -1)
-    hr, hz, hn = _linear(h, w_hh, b_hh).chunk(3, -1)
-    r = TF.sigmoid(xr + hr)
-    z = TF.sigmoid(xz + hz)
-    n = (xn + r * hn).tanh()
+    hw = _linear(h, w_hh, b_hh)
+    two = 2 * h.shape[-1]
+    r, z = TF.sigmoid(xw[..., :two] + hw[..., :two]).chunk(2, -1)
+    n = (xw[..., two:] + r * hw[..., two:]).tanh()
     return n + z * (h - n), None           # (1 - z) n + z h
 
 
