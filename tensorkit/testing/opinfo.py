@@ -1101,6 +1101,33 @@ def _sample_group_batch_norm(batch):
     return gen
 
 
+def _ref_attention(q, k, v, is_causal=False):
+    s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    if is_causal:
+        s = np.where(np.triu(np.ones(s.shape[-2:], bool), 1), -np.inf, s)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)) @ v
+
+
+def _fused_attention(q, k, v, is_causal=False):
+    """The flash_attention primitive on the GPU; on the CPU, where it has no kernel, the composite
+    (so the device-vs-CPU tests compare the fused kernels, forward and backward, with it)."""
+    from ..ops import attention
+    if q.device.type == "cpu":
+        return attention.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+    return attention.flash_attention(q, k, v, 1.0 / math.sqrt(q.shape[-1]), is_causal)
+
+
+def _sample_attention(info, device, dtype, rng):
+    mk = lambda shape, layout=_C: make_tensor(shape, dtype, device, rng=rng, low=-2, high=2, layout=layout)
+    yield SampleInput(mk((1, 2, 5, 16)), (mk((1, 2, 7, 16)), mk((1, 2, 7, 16))), name="L 5, S 7", reduction_len=16)
+    if dtype in REPRESENTATIVE:
+        yield SampleInput(mk((2, 6, 12)), (mk((2, 6, 12)), mk((2, 6, 12))), {"is_causal": True},
+                          name="causal, head dim 12", reduction_len=12)
+        yield SampleInput(mk((1, 4, 16), "transposed"), (mk((1, 3, 16)), mk((1, 3, 16), "transposed")),
+                          name="strided", reduction_len=16)
+
+
 def _norm_op(name):
     from ..ops import norm
     return getattr(norm, name)
@@ -1121,6 +1148,9 @@ op_db += [
     OpInfo("batch_norm", lambda *a, **k: _norm_op("batch_norm")(*a, **k), _ref_batch_norm,
            _sample_group_batch_norm(True), declared=("var", "sum"), restrict=FLOATS, kind="reduction",
            torch_fn=lambda torch: torch.nn.functional.batch_norm, tol={**_COMPOSITE_HALF_TOL}),
+    OpInfo("flash_attention", _fused_attention, _ref_attention, _sample_attention, kind="linalg",
+           # p is rounded to the input dtype before its product with v, as FlashAttention does
+           tol={D.float16: (2e-3, 2e-3), D.bfloat16: (2e-2, 2e-2)}),
     # the fused primitive behind nn.functional.cross_entropy's class-index path (ops.norm.cross_entropy)
     OpInfo("fused_cross_entropy", lambda *a, **k: _norm_op("cross_entropy")(*a, **k), _ref_cross_entropy,
            _sample_cross_entropy, declared=("cross_entropy",), kind="reduction", error_inputs=_errors_cross_entropy,
