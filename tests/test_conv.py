@@ -307,7 +307,7 @@ def _conv_all(x, w, g, **kw):
 
 @needs_cuda
 def test_cuda_conv_layouts_split_k_and_tuning(monkeypatch, tmp_path):
-    """Both layouts ("nchw", "nhwc" staging), a split-K weight gradient, a TF32 key: the tuner
+    """Both layouts ("nchw", "nhwc" staging) of all three kernels, a split-K weight gradient, a TF32 key: the tuner
     (a fake timer on the emulated device) times every candidate, keeps the winner in its cache
     file, and a fresh process (an empty memo) reads it back without timing again."""
     from tensorkit.kernels import conv as KC
@@ -323,7 +323,7 @@ def test_cuda_conv_layouts_split_k_and_tuning(monkeypatch, tmp_path):
 
     monkeypatch.setattr(KC, "_timer", timer)
     monkeypatch.setattr(KC, "candidates", lambda kind, *a: [KC.Config(layout, 64, 16, 16, 8, 1, 1)
-                                                             for layout in ("nchw", "nhwc")][:1 if kind == "wgrad" else 2])
+                                                             for layout in ("nchw", "nhwc")])
     assert KC._wgrad_split(2, 2 * 5 * 5, 16, 0) == 3, "the weight-gradient below must be split"
     rng = np.random.default_rng(12)
     x, w = rng.standard_normal((2, 3, 5, 5)).astype(np.float32), rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -341,10 +341,10 @@ def test_cuda_conv_layouts_split_k_and_tuning(monkeypatch, tmp_path):
         tol = 1e-4 if precision == "highest" else 2e-2          # TF32 keeps 10 mantissa bits
         for a, e, n in zip(got, (expected, egx, egw), ("forward", "input-gradient", "weight-gradient")):
             assert_close(a.cpu(), e.detach().numpy(), rtol=tol, atol=tol, reduction_len=27, msg=f"{n} {precision}")
-    assert {c.kernel for c in timed} == {"nchw", "nhwc"} and len(timed) == 10
+    assert {c.kernel for c in timed} == {"nchw", "nhwc"} and len(timed) == 12
     cached = KC._mm.read_cache(KC.cache_path(tk.cuda.get_device_name(0)))
     assert len(cached) == 6 and any("tf32" in k for k in cached)
-    assert all(c.kernel == "nhwc" for k, c in cached.items() if not k.startswith("wgrad"))
+    assert all(c.kernel == "nhwc" for c in cached.values())
     monkeypatch.setattr(KC, "_memo", {})
     timed.clear()
     _conv_all(tk.tensor(x, device="cuda"), tk.tensor(w, device="cuda"), tk.tensor(g, device="cuda"), padding=1)
@@ -402,3 +402,26 @@ def test_cuda_input_gradient_stride_phases(stride, dilation, padding, kernel):
     got = conv2d_input(x.shape, tk.tensor(w, device="cuda", dtype=tk.float32), tk.tensor(g, device="cuda",
                        dtype=tk.float32), stride, padding, dilation, 2)
     assert_close(got.cpu(), expected.numpy(), rtol=1e-5, atol=1e-5, reduction_len=12)
+
+
+@needs_cuda
+def test_cuda_channels_last_staging_of_strided_inputs(monkeypatch):
+    """The "nhwc" layout's staging copy of inputs whose pixels are not one strided run
+    (transposed H/W, a column slice) and of a bfloat16 gradient, against the CPU."""
+    from tensorkit.kernels import conv as KC
+    monkeypatch.setattr(KC, "EMULATED_CONFIG", KC.EMULATED_CONFIG._replace(kernel="nhwc"))
+    rng = np.random.default_rng(15)
+    for make in (lambda a: tk.tensor(a.transpose(0, 1, 3, 2).copy()).transpose(2, 3),
+                 lambda a: tk.tensor(np.concatenate([a, a], axis=3))[..., ::2]):
+        a, w = rng.standard_normal((2, 3, 5, 6)), rng.standard_normal((4, 3, 3, 3))
+        x = make(a)
+        assert not x.is_contiguous()
+        for dt in (tk.float32, tk.bfloat16):
+            xc, wc = x.to(dt).requires_grad_(), tk.tensor(w).to(dt).requires_grad_()
+            xg, wg = x.to("cuda").to(dt).requires_grad_(), tk.tensor(w, device="cuda").to(dt).requires_grad_()
+            yc, yg = F.conv2d(xc, wc, padding=1), F.conv2d(xg, wg, padding=1)
+            gy = tk.tensor(rng.standard_normal(tuple(yc.shape))).to(dt)
+            expected = (yc, *tk.autograd.grad(yc, (xc, wc), gy))
+            got = (yg, *tk.autograd.grad(yg, (xg, wg), gy.to("cuda")))
+            for e, r in zip(expected, got):
+                assert_close(r.cpu(), e, reduction_len=27, msg=f"{dt} {list(x.stride())}")

@@ -4,10 +4,12 @@ The dispatcher's "conv2d", "conv2d_input_grad" and "conv2d_weight_grad" kernels 
 ``ops/conv.py``) get the operands with any strides, a fresh contiguous result and the
 geometry (``ops.conv.ConvGeometry``). The kernels take every stride, so nothing is copied
 unless the tile config asks for it: a config's ``kernel`` field names the layout the
-operands are read in, "nchw" (as given) or "nhwc" (forward and input-gradient: the
-activation and the weight are first copied channels-last, so a tile's reduction axis, the
-channels, is contiguous and loads are vectorised; one extra pass over them, which the
-autotuner weighs against the faster product).
+activations are read in, "nchw" (as given) or "nhwc" (first copied channels-last by
+``channels_last_kernel``, and the forward's and input-gradient's weight likewise, so a
+tile's channel axis is contiguous: loads are vectorised, and float16/bfloat16 loads become
+wide enough for cp.async, which Triton's software pipeline needs; NCHW gathers load one
+2-byte element at a time and are not pipelined, as the sm_90 PTX shows). One extra pass
+over the operands, which the autotuner weighs against the faster product.
 
 Tile configs (``candidates``) are timed once per problem (``_key``: kind, dtype, precision,
 exact shapes and geometry: a network has few distinct convolutions) with matmul's ``tune``,
@@ -72,14 +74,14 @@ _F64 = _tiles([(64, 64, 16, 4, 3), (32, 64, 16, 4, 3)])
 
 def candidates(kind: str, dtype: D.DType, precision: str, M: int, N: int, K: int) -> list[Config]:
     """The configs to time for a GEMM of M x N over K: tiles shrunk to the problem (powers of
-    two, at least 16: tl.dot's minimum), each in both layouts except for the weight-gradient."""
+    two, at least 16: tl.dot's minimum), each in both layouts."""
     table = _F64 if dtype is D.float64 else _IEEE if dtype is D.float32 and precision == "ieee" else \
         _TF32 if dtype is D.float32 else _HALF
     fit = lambda block, n: min(block, max(16, _mm._bucket(n)))
     out = []
     for c in table:
         c = c._replace(block_m=fit(c.block_m, M), block_n=fit(c.block_n, N), block_k=fit(c.block_k, K))
-        for layout in (("nchw",) if kind == "wgrad" else ("nchw", "nhwc")):
+        for layout in ("nchw", "nhwc"):
             c = c._replace(kernel=layout)
             if c not in out:
                 out.append(c)
@@ -100,9 +102,10 @@ def _channels_last(t: Tensor) -> Tensor:
     if t._strides[1] == 1 and t._strides[3] == C and t._strides[2] == W * C:
         return t
     buf = new_tensor((N, H, W, C), t.dtype, t._storage.device)
-    view = Tensor._make(buf._storage, 0, (N, C, H, W), (H * W * C, 1, W * C, C), t.dtype)
-    copy_into(t, view)
-    return view
+    block = 32 if cuda.EMULATED else 64
+    launch(_kernels().channels_last_kernel, (_cdiv(H * W, block), _cdiv(C, block), N), pointer(t), pointer(buf),
+           C, H * W, W, *t._strides, FLAT=t._strides[2] == W * t._strides[3], BLOCK_C=block, BLOCK_P=block)
+    return Tensor._make(buf._storage, 0, (N, C, H, W), (H * W * C, 1, W * C, C), t.dtype)
 
 
 def _strides(t: Tensor) -> tuple:
@@ -194,6 +197,8 @@ def _run_wgrad(x: Tensor, g: Tensor, out: Tensor, geom, config: Config, precisio
     _, _, P, Q = g._shape
     G, OG = geom.groups, O // geom.groups
     K, CRS = N * P * Q, CG * R * S
+    if config.kernel == "nhwc":
+        x, g = _channels_last(x), _channels_last(g)
     tiles = _cdiv(OG, config.block_m) * _cdiv(CRS, config.block_n)
     split = _wgrad_split(tiles * G, K, config.block_k, out._storage.device.index or 0)
     chunk = _cdiv(_cdiv(K, split), config.block_k) * config.block_k
@@ -202,7 +207,7 @@ def _run_wgrad(x: Tensor, g: Tensor, out: Tensor, geom, config: Config, precisio
     dest = out if split == 1 else new_tensor((split, O, CRS), acc_dtype, out._storage.device)
     launch(_kernels().conv2d_wgrad_kernel, (tiles, G, split), pointer(x), pointer(g), pointer(dest),
            N, H, W, P, Q, CG, OG, *_strides(x), *_strides(g), O * CRS, CRS, *_common(geom), chunk,
-           options=_options(config), **_constexprs(out, config, R, S, precision))
+           options=_options(config), **_constexprs(out, config, R, S, precision, config.kernel == "nhwc"))
     if split > 1:
         numel, block = O * CRS, 1024
         launch(_kernels().splitk_sum_kernel, (_cdiv(numel, block),), pointer(dest), pointer(out), numel, split,

@@ -180,6 +180,8 @@ def conv2d_wgrad_kernel(
     sh, sw, ph, pw, dh, dw,
     chunk,                               # reduction elements (n, p, q) per split; a multiple of BLOCK_K
     R: tl.constexpr, S: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,         # x and g are channels-last: the weight positions j run (r, s, c),
+                                         # c fastest (contiguous in x), and g is read along o
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PRECISION: tl.constexpr, ACC: tl.constexpr, INTERPRETER_BF16: tl.constexpr,
 ):
@@ -193,11 +195,16 @@ def conv2d_wgrad_kernel(
 
     o = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)         # output channels of this group
     o_ok = o < OG
-    j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)         # (c, r, s) of the weight
+    j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)         # a weight position (c, r, s)
     j_ok = j < CRS
-    c = j // (R * S)
-    r = (j // S) % R
-    s = j % S
+    if CHANNELS_LAST:
+        c = j % CG
+        r = j // (S * CG)
+        s = (j // CG) % S
+    else:
+        c = j // (R * S)
+        r = (j // S) % R
+        s = j % S
     offs_k = tl.arange(0, BLOCK_K)
 
     g_rows = g_ptr + (group * OG + o).to(tl.int64) * sgo
@@ -211,20 +218,26 @@ def conv2d_wgrad_kernel(
         n = (k // (P * Q)).to(tl.int64)
         p = (k // Q) % P
         q = k % Q
-        a = tl.load(g_rows[:, None] + (n * sgn + p * sgp + q * sgq)[None, :],
-                    mask=o_ok[:, None] & k_ok[None, :], other=0.0)
-        # (weight positions, reduction): the reduction's pixels are x's contiguous axis, loaded last
-        h = p[None, :] * sh - ph + r[:, None] * dh
-        w_ = q[None, :] * sw - pw + s[:, None] * dw
-        inside = j_ok[:, None] & k_ok[None, :] & (h >= 0) & (h < H) & (w_ >= 0) & (w_ < W)
-        b = tl.trans(tl.load(x_cols[:, None] + n[None, :] * sxn + h * sxh + w_ * sxw, mask=inside, other=0.0))
+        pix = n * sgn + p * sgp + q * sgq
+        if CHANNELS_LAST:                # (reduction, output channels), channels contiguous
+            a = tl.trans(tl.load(g_rows[None, :] + pix[:, None], mask=o_ok[None, :] & k_ok[:, None], other=0.0))
+            h = p[:, None] * sh - ph + r[None, :] * dh
+            w_ = q[:, None] * sw - pw + s[None, :] * dw
+            inside = k_ok[:, None] & j_ok[None, :] & (h >= 0) & (h < H) & (w_ >= 0) & (w_ < W)
+            b = tl.load(x_cols[None, :] + n[:, None] * sxn + h * sxh + w_ * sxw, mask=inside, other=0.0)
+        else:                            # the reduction's pixels are contiguous: loaded last
+            a = tl.load(g_rows[:, None] + pix[None, :], mask=o_ok[:, None] & k_ok[None, :], other=0.0)
+            h = p[None, :] * sh - ph + r[:, None] * dh
+            w_ = q[None, :] * sw - pw + s[:, None] * dw
+            inside = j_ok[:, None] & k_ok[None, :] & (h >= 0) & (h < H) & (w_ >= 0) & (w_ < W)
+            b = tl.trans(tl.load(x_cols[:, None] + n[None, :] * sxn + h * sxh + w_ * sxw, mask=inside, other=0.0))
         if INTERPRETER_BF16:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC)
 
     out_ptrs = (out_ptr + split.to(tl.int64) * out_split + (group * OG + o).to(tl.int64)[:, None] * out_o
-                + j[None, :])
+                + (c * (R * S) + r * S + s)[None, :])         # the result is (O, C/G, R, S) either way
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=o_ok[:, None] & j_ok[None, :])
 
 
@@ -237,3 +250,26 @@ def splitk_sum_kernel(part_ptr, out_ptr, numel, SPLIT, BLOCK: tl.constexpr):
     for k in range(1, SPLIT):
         acc += tl.load(part_ptr + k * numel + i, mask=mask, other=0.0)
     tl.store(out_ptr + i, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def channels_last_kernel(
+    src_ptr, dst_ptr,                    # src (N, C, H, W) any strides; dst (N, H, W, C) contiguous
+    C, HW, W,
+    s_n, s_c, s_h, s_w,
+    FLAT: tl.constexpr,                  # s_h == W * s_w: a pixel's offset is pix * s_w (provably contiguous)
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """dst[n, h, w, c] = src[n, c, h, w], by (channels, pixels) tiles: loaded along the pixels,
+    stored along the channels (Triton converts between the two orders in shared memory; an
+    elementwise strided copy would read, or write, one element per memory transaction)."""
+    n = tl.program_id(2).to(tl.int64)
+    pix = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (c[:, None] < C) & (pix[None, :] < HW)
+    if FLAT:
+        offs = pix * s_w
+    else:
+        offs = (pix // W) * s_h + (pix % W) * s_w
+    tile = tl.load(src_ptr + n * s_n + c[:, None] * s_c + offs[None, :], mask=mask)
+    tl.store(dst_ptr + n * HW * C + pix[None, :] * C + c[:, None], tile, mask=mask)
