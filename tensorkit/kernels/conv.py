@@ -51,7 +51,8 @@ _CACHE_VERSION = 1
 
 EMULATED_CONFIG = Config("nchw", 64, 16, 16, num_warps=1, num_stages=1)
 TUNE_MIN_WORK = 1 << 24              # multiply-adds below which a convolution is not worth timing
-WGRAD_PROGRAMS = 4                   # the weight-gradient splits until about this many programs per SM,
+WGRAD_PROGRAMS = 2                   # the weight-gradient splits until about this many programs per SM (two
+                                     # 98 KB-shared-memory tiles fit an SM; more only grows the partial sums),
 WGRAD_MIN_BLOCKS = 8                 # into chunks of at least this many K blocks (shorter ones spend more
                                      # on partial sums than they save)
 
