@@ -12,16 +12,29 @@ Kernels here know nothing about autograd or argument checking beyond what only t
 from __future__ import annotations
 
 import math
+import types
 
+import numba
 import numpy as np
 from numba import prange
 
 from .. import _dispatch
 from .. import dtypes as D
-from .reduction import _serial_and_parallel, _threads
+from ._vecmath import vexp
+from .reduction import _threads
 
 _HALF = (D.float16, D.bfloat16)
 _EMPTY = np.zeros(0, np.float32)
+
+
+def _serial_and_parallel(body):
+    """(serial, parallel) kernels from one body, as ``cpu/reduction.py``'s, compiled with
+    ``reassoc`` so LLVM vectorises the row sums (NaN and inf still propagate)."""
+    copy = types.FunctionType(body.__code__, body.__globals__, body.__name__ + "_parallel",
+                              body.__defaults__, body.__closure__)
+    copy.__qualname__ = body.__qualname__ + "_parallel"
+    opts = dict(cache=True, error_model="numpy", fastmath={"reassoc"})
+    return numba.njit(**opts)(body), numba.njit(parallel=True, **opts)(copy)
 
 
 def _arr(t, n: int | None = None) -> np.ndarray:
@@ -46,20 +59,22 @@ def _store(t, a) -> None:
 
 
 # ---- layer_norm / rms_norm ---------------------------------------------------------------------------------
-def _norm_fwd(x, w, b, y, mean, rstd, eps, rms, has_w, has_b):
+def _norm_fwd(x, w, b, y, mean, rstd, eps, inv_n, one, rms, has_w, has_b):
+    # eps, inv_n = 1 / n and one come typed as x's dtype: a float64 scalar in the loops would
+    # turn float32 rows into float64 arithmetic at half the SIMD width
     m, n = x.shape
     for i in prange(m):
         row = x[i]
-        mu = 0.0
+        mu = one - one
         if not rms:
             for j in range(n):
                 mu += row[j]
-            mu /= n
-        v = 0.0
+            mu *= inv_n
+        v = one - one
         for j in range(n):
             d = row[j] - mu
             v += d * d
-        r = 1.0 / math.sqrt(v / n + eps)
+        r = one / np.sqrt(v * inv_n + eps)
         mean[i] = mu
         rstd[i] = r
         for j in range(n):
@@ -108,7 +123,8 @@ def layer_norm(x, w, b, outs, params) -> None:
     xa = _arr(x, n)
     ya, sa = _target(y, (m, n)), _target(rstd, (m,))
     ma = _target(mean, (m,)) if mean is not None else np.empty(m, sa.dtype)
-    _norm_fwd[_threads(xa) > 1](xa, _arr(w), _arr(b), ya, ma, sa, params["eps"], params["rms"],
+    t = xa.dtype.type
+    _norm_fwd[_threads(xa) > 1](xa, _arr(w), _arr(b), ya, ma, sa, t(params["eps"]), t(1 / n), t(1), params["rms"],
                                 w is not None, b is not None)
     for t, a in ((y, ya), (rstd, sa)) + (((mean, ma),) if mean is not None else ()):
         _store(t, a)
@@ -138,18 +154,18 @@ def norm_backward(g, x, w, mean, rstd, outs, params) -> None:
 
 
 # ---- cross_entropy ------------------------------------------------------------------------------------------
-def _ce_fwd(x, t, w, loss, lse, ignore, eps, has_w):
+def _ce_fwd(x, t, w, loss, lse, ignore, eps, has_w, zero):
     m, c = x.shape
     for i in prange(m):
         row = x[i]
-        mx = -np.inf
-        for k in range(c):
+        mx = row[0]                       # x's dtype (a float64 -inf start would make exp scalar)
+        for k in range(1, c):
             if row[k] > mx or row[k] != row[k]:
                 mx = row[k]
-        shift = mx if abs(mx) < np.inf else 0.0
+        shift = mx if abs(mx) < np.inf else zero      # zero: x's dtype, so exp stays float32
         s = 0.0
         for k in range(c):
-            s += math.exp(row[k] - shift)
+            s += vexp(row[k] - shift)
         l = shift + math.log(s)
         lse[i] = l
         ti = t[i]
@@ -183,8 +199,9 @@ def _ce_bwd(g, x, t, w, lse, dx, ignore, eps, has_w):
         wt = w[ti] if has_w else 1.0
         a = (1.0 - eps) * wt + eps / c * total
         gi = g[i]
+        li = lse[i]
         for k in range(c):
-            p = math.exp(x[i, k] - lse[i])
+            p = vexp(x[i, k] - li)
             bk = eps / c * (w[k] if has_w else 1.0)
             if k == ti:
                 bk += (1.0 - eps) * wt
@@ -210,7 +227,7 @@ def cross_entropy(x, t, w, outs, params) -> None:
     _check_targets(ta, c, params["ignore_index"])
     la, sa = _target(loss, (m,)), _target(lse, (m,))
     _ce_fwd[_threads(xa) > 1](xa, ta, _arr(w), la, sa, params["ignore_index"], params["label_smoothing"],
-                              w is not None)
+                              w is not None, xa.dtype.type(0))
     _store(loss, la)
     _store(lse, sa)
 

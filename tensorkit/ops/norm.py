@@ -249,6 +249,8 @@ def cross_entropy_rows(logits: Tensor, target: Tensor, weight: Tensor | None = N
         raise RuntimeError(f"cross_entropy: expected target on {logits.device} (the logits' device), "
                            f"got {target.device}")
     c = logits.shape[1]
+    if c == 0:
+        raise RuntimeError(f"cross_entropy: expected at least one class, got logits of shape {list(logits.shape)}")
     _check_param("cross_entropy", "weight", weight, logits, (c,))
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
