@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 import common
+from bench_gpu import _first_line
 
 TARGET = 1.2
 LN_CASES = [((32768, 1024), "bfloat16"), ((8192, 4096), "float32")]
@@ -25,40 +26,12 @@ EMB_SHAPE = (50257, 768, 8192)                  # vocabulary, dim, lookups
 ATTN_SHAPE = (8, 16, 1024, 64)                  # batch, heads, seq, head dim
 
 
-def _first_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-
-
-class _Timer:
-    def __init__(self, tk, torch, quick: bool):
-        import triton.testing
-
-        from tensorkit.kernels import _driver
-        _driver.ensure_driver()
-        self.tk, self.torch, self.do_bench = tk, torch, triton.testing.do_bench
-        self.rep = 40 if quick else 200
-        self.rng = np.random.default_rng(0)
-        self.device = self.torch_device = "cuda"
-
-    def time(self, fn) -> float:
-        return self.do_bench(fn, warmup=10, rep=self.rep, return_mode="median") * 1e-3
-
-    def pair(self, data: np.ndarray, dtype: str, grad: bool = False):
-        tk, torch = self.tk, self.torch
-        t = tk.tensor(data, device=self.device).to(getattr(tk, dtype))
-        p = torch.from_numpy(data).to(self.torch_device).to(getattr(torch, dtype))
-        if grad:
-            t.requires_grad_()
-            p.requires_grad_()
-        return t, p
-
-
 def _np(t):
     t = t.detach() if hasattr(t, "detach") else t
     return t.cpu().float().numpy().astype(np.float64) if hasattr(t, "float") else np.asarray(t, np.float64)
 
 
-def _row(b: _Timer, name: str, shape: str, tk_fn, torch_fn, check, rows: list, notes: list) -> None:
+def _row(b, name: str, shape: str, tk_fn, torch_fn, check, rows: list, notes: list) -> None:
     """Check (``check()`` compares the two results), then time both; a failure is a row."""
     common.log(f"nn {name} {shape}")
     torch_s = b.time(torch_fn)
@@ -77,7 +50,7 @@ def _close(name, got, want, rtol, atol):
     common.check_close(name, _np(got), _np(want), rtol=rtol, atol=atol)
 
 
-def _layer_norm(b: _Timer, rows, notes) -> None:
+def _layer_norm(b, rows, notes) -> None:
     tk, torch = b.tk, b.torch
     for (m, n), dtype in LN_CASES:
         shape = f"({m}, {n}) {dtype}"
@@ -104,7 +77,7 @@ def _layer_norm(b: _Timer, rows, notes) -> None:
         _row(b, "layer_norm forward+backward", shape, both, tboth, check, rows, notes)
 
 
-def _cross_entropy(b: _Timer, rows, notes) -> None:
+def _cross_entropy(b, rows, notes) -> None:
     tk, torch = b.tk, b.torch
     from tensorkit.ops.norm import cross_entropy
     m, c = CE_SHAPE
@@ -124,7 +97,7 @@ def _cross_entropy(b: _Timer, rows, notes) -> None:
              lambda: _close("ce dx", both()[0], tboth()[0], tol, tol / m), rows, notes)
 
 
-def _embedding(b: _Timer, rows, notes) -> None:
+def _embedding(b, rows, notes) -> None:
     tk, torch = b.tk, b.torch
     vocab, dim, n = EMB_SHAPE
     w, pw = b.pair(b.rng.standard_normal((vocab, dim), dtype=np.float32), "float32", grad=True)
@@ -141,7 +114,7 @@ def _embedding(b: _Timer, rows, notes) -> None:
          lambda: _close("emb dweight", both()[0], tboth()[0], 1e-5, 1e-4), rows, notes)
 
 
-def _attention(b: _Timer, rows, notes) -> None:
+def _attention(b, rows, notes) -> None:
     tk, torch = b.tk, b.torch
     batch, heads, seq, hd = ATTN_SHAPE
     for dtype in ("bfloat16", "float16"):
@@ -166,9 +139,11 @@ def _attention(b: _Timer, rows, notes) -> None:
             del fwd, tfwd
 
 
-def run_sections(tk, torch, quick: bool = False) -> list[tuple[str, str, str]]:
-    """[(title, note, markdown table)] of the norm / loss / embedding / attention sections."""
-    b = _Timer(tk, torch, quick)
+def run_sections(tk, torch, quick: bool = False, device: str = "cuda") -> list[tuple[str, str, str]]:
+    """[(title, note, markdown table)] of the norm / loss / embedding / attention sections
+    (``bench_nn._Env`` times them: do_bench on a GPU)."""
+    from bench_nn import _Env
+    b = _Env(tk, torch, device, quick)
     out = []
     for title, note, fn in [
             ("Layer norm", "Fused forward; backward one pass plus the dweight/dbias partial-sum reduction.", _layer_norm),
