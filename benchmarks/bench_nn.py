@@ -165,6 +165,16 @@ def conv_section(env: _Env, shapes=CONV_SHAPES, dtypes=CONV_DTYPES, batch: int =
     return body + ("\n\nNot timed:\n" + "\n".join(notes) if notes else "")
 
 
+def _conv_dtypes() -> list[str]:
+    """CONV_DTYPES, or TK_BENCH_CONV_DTYPES=bfloat16,float16 (a run that stays inside a time limit
+    while the first run of each dtype tunes)."""
+    pick = [w.strip() for w in os.environ.get("TK_BENCH_CONV_DTYPES", "").split(",") if w.strip()]
+    unknown = set(pick) - set(CONV_DTYPES)
+    if unknown:
+        raise ValueError(f"TK_BENCH_CONV_DTYPES: unknown {sorted(unknown)}; choose from {CONV_DTYPES}")
+    return pick or CONV_DTYPES
+
+
 def _other_sections(tk, torch, quick: bool) -> list[tuple[str, str, str]]:
     """The sections of ``SECTION_MODULES`` (each optional: a missing module is skipped)."""
     out = []
@@ -195,7 +205,7 @@ def run(quick: bool = False) -> str:
                          "Forward+backward: input and weight gradients from one forward. float32: exact on both sides "
                          "(cuDNN with allow_tf32=False); tf32 rows: both with TF32 allowed. The first run tunes "
                          "tensorkit's tile configs (minutes; cached on disk for later runs).",
-                         conv_section(_Env(tk, torch, "cuda", quick))))
+                         conv_section(_Env(tk, torch, "cuda", quick), dtypes=_conv_dtypes())))
         common.log(f"conv2d section: {time.perf_counter() - start:.0f} s")
     if not only or "other" in only:
         sections += _other_sections(tk, torch, quick)
