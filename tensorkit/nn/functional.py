@@ -836,6 +836,9 @@ def poisson_nll_loss(input: Tensor, target: Tensor, log_input: bool = True, full
 
 
 # ---- convolution and pooling (ops/conv.py, ops/pool.py)
+from ..ops.conv import conv1d, conv2d, conv_transpose2d  # noqa: E402  (primitives and their composites)
+from ..ops.pool import (adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool1d,  # noqa: E402
+                        max_pool2d)
 
 
 # ---- normalization, attention, fused losses (ops/norm.py, ...)
