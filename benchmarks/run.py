@@ -15,6 +15,11 @@ import os
 import sys
 import time
 
+# Both libraries run their CPU work on OpenMP-style thread pools in one process; with the default
+# (active) wait policy a pool's threads spin after each parallel region and take the cores the
+# other library's next op needs. Set before any suite imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import bench_autograd
 import bench_cpu
 import bench_gpu

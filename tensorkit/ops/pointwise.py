@@ -362,6 +362,11 @@ ceil = Pointwise("ceil", lambda m, x: m.ceil(x) if x.dtype.is_floating_point els
 trunc = Pointwise("trunc", lambda m, x: m.trunc(x) if x.dtype.is_floating_point else x, SAME, NUMERIC, vjp=_ZERO)
 round = Pointwise("round", lambda m, x: m.round(x) if x.dtype.is_floating_point else x, SAME, NUMERIC, vjp=_ZERO)
 
+def _sigmoid_body(m, x):
+    e = m.exp(-m.abs(x))
+    return m.where(x >= 0, 1 / (e + 1), e / (e + 1))
+
+
 # name: (scalar body, VJP)
 _UNARY_FLOAT = {
     "exp": (lambda m, x: m.exp(x), _vjp(lambda g, x, out: (g * out,), False, True)),
@@ -382,6 +387,9 @@ _UNARY_FLOAT = {
     "sinh": (lambda m, x: m.sinh(x), _vjp(lambda g, x, out: (g * cosh(x),))),
     "cosh": (lambda m, x: m.cosh(x), _vjp(lambda g, x, out: (g * sinh(x),))),
     "tanh": (lambda m, x: m.tanh(x), _vjp(lambda g, x, out: (g * (1 - out * out),), False, True)),
+    # 1 / (1 + exp(-x)) from e = exp(-|x|), branch-wise, so exp never overflows; a primitive (not
+    # a composite) because LSTM/GRU gates call it 3x per step: one pass over memory, one node
+    "sigmoid": (lambda m, x: _sigmoid_body(m, x), _vjp(lambda g, x, out: (g * out * (1 - out),), False, True)),
     "erf": (lambda m, x: m.erf(x), _vjp(lambda g, x, out: (g * exp(-x * x) * _2_SQRT_PI,))),
     "erfc": (lambda m, x: m.erfc(x), _vjp(lambda g, x, out: (g * exp(-x * x) * -_2_SQRT_PI,))),
 }
