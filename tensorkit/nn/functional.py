@@ -20,6 +20,7 @@ from .._tensor import Tensor
 from ..ops import creation as _C
 from ..ops import indexing as _I
 from ..ops import linalg as _L
+from ..ops import norm as _N
 from ..ops import reduction as _R
 from ..ops import shape as _S
 from ..ops import view as _V
@@ -715,48 +716,8 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
         >>> F.cross_entropy(tk.randn(4, 10), tk.tensor([1, 0, 9, 3]))
     """
     reduction = _legacy_reduction(size_average, reduce, reduction)
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
-    if input.ndim == 0:
-        raise ValueError("cross_entropy: expected an input of shape (N, C, ...) or (C,), got a 0-d tensor")
-    class_dim = 1 if input.ndim >= 2 else 0
-    n_classes = input.shape[class_dim]
-    logp = _R.log_softmax(input, class_dim)
-    w_b = None
-    if weight is not None:
-        if weight.ndim != 1 or weight.shape[0] != n_classes:
-            raise RuntimeError(f"cross_entropy: weight should be a 1-D tensor of the {n_classes} classes, got shape "
-                               f"{_shape(weight)}")
-        w_b = weight.reshape([n_classes] + [1] * (input.ndim - class_dim - 1))     # broadcasts along class_dim
-    if target.dtype.is_floating_point:
-        if tuple(target.shape) != tuple(input.shape):
-            raise ValueError(f"cross_entropy: class-probability targets must have the input's shape "
-                             f"{_shape(input)}, got {_shape(target)}")
-        if label_smoothing > 0:
-            target = target * (1.0 - label_smoothing) + label_smoothing / n_classes
-        terms = logp * target if w_b is None else logp * target * w_b
-        loss = -terms.sum(class_dim)
-        if reduction == "mean":
-            return loss.sum() / (input.numel() // n_classes) if input.numel() else loss.sum() / 0.0
-        return _reduce(loss, reduction)
-    nll = nll_loss(logp, target, weight, ignore_index=ignore_index, reduction=reduction)
-    if label_smoothing == 0:
-        return nll
-    # PyTorch: (1 - ls) * nll + ls / C * (the loss against uniform targets), with the same
-    # ignore mask and the same normaliser as nll's mean
-    ignored = target == ignore_index
-    smooth = -(logp if w_b is None else logp * w_b).sum(class_dim)
-    smooth = _T.where(ignored, 0.0, smooth)
-    if reduction == "mean":
-        if weight is None:
-            denom = _T.logical_not(ignored).sum()
-        else:
-            safe = _T.where(ignored, 0, target).to(D.int64)
-            denom = _T.where(ignored, 0.0, _I.index_select(weight, 0, safe.reshape(-1)).reshape(safe.shape)).sum()
-        smooth = smooth.sum() / denom
-    else:
-        smooth = _reduce(smooth, reduction)
-    return nll * (1.0 - label_smoothing) + smooth * (label_smoothing / n_classes)
+    # one definition: ops.norm's (the fused one-pass primitive for class indices)
+    return _N.cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)
 
 
 def _safe_log(x: Tensor) -> Tensor:
@@ -844,7 +805,6 @@ from ..ops.pool import (adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, ma
 # ---- normalization, attention, fused losses (ops/norm.py, ...)
 # layer_norm / rms_norm and cross-entropy from class indices are fused primitives; group_norm and
 # batch_norm are composites over reductions; attention is a composite (matmul + softmax).
-# ``cross_entropy`` (the loss section's) can delegate to ``ops.norm.cross_entropy``: fused for
-# class-index targets, with weight / ignore_index / label_smoothing / reduction.
+# ``cross_entropy`` (the loss section's) is ``ops.norm.cross_entropy``: fused for class-index targets.
 from ..ops.attention import multi_head_attention_forward, scaled_dot_product_attention  # noqa: E402,F401
 from ..ops.norm import batch_norm, group_norm, layer_norm, rms_norm  # noqa: E402,F401
