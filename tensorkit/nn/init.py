@@ -225,3 +225,14 @@ uniform, normal, constant = _deprecated(uniform_), _deprecated(normal_), _deprec
 xavier_uniform, xavier_normal = _deprecated(xavier_uniform_), _deprecated(xavier_normal_)
 kaiming_uniform, kaiming_normal, orthogonal = _deprecated(kaiming_uniform_), _deprecated(kaiming_normal_), \
     _deprecated(orthogonal_)
+
+
+def _default_reset_(weight: Tensor, bias: Tensor | None) -> None:
+    """PyTorch's default initialisation of ``Linear`` and the convolutions: ``weight`` from
+    kaiming_uniform_(a=sqrt(5)), which is U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and ``bias`` from
+    the same bound (0 when fan_in is 0)."""
+    kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in, _ = _calculate_fan_in_and_fan_out(weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        uniform_(bias, -bound, bound)

@@ -744,10 +744,10 @@ def copy_(input: Tensor, src, non_blocking: bool = False) -> Tensor:
     return input
 
 
-def to(input: Tensor, *args, dtype=None, device=None, non_blocking: bool = False, copy: bool = False,
-       memory_format=None) -> Tensor:
-    """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other_tensor)``: returns
-    ``input`` itself when nothing changes (unless ``copy=True``)."""
+def to_args(args, device=None, dtype=None, non_blocking: bool = False) -> tuple:
+    """(device, dtype, non_blocking) from the positional arguments of ``Tensor.to`` and
+    ``Module.to``: a tensor (its device and dtype), a dtype, a device (str, device or int),
+    a bool (non_blocking); keyword values given by the caller win over a tensor's."""
     for a in args:
         if isinstance(a, Tensor):
             dtype, device = dtype or a.dtype, device or a.device
@@ -758,7 +758,15 @@ def to(input: Tensor, *args, dtype=None, device=None, non_blocking: bool = False
         elif isinstance(a, (str, Device, int)):
             device = a
         else:
-            raise TypeError(f"to(): unexpected argument {a!r}")
+            raise TypeError(f"to(): expected a device, a dtype or a tensor, got {a!r}")
+    return device, dtype, non_blocking
+
+
+def to(input: Tensor, *args, dtype=None, device=None, non_blocking: bool = False, copy: bool = False,
+       memory_format=None) -> Tensor:
+    """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other_tensor)``: returns
+    ``input`` itself when nothing changes (unless ``copy=True``)."""
+    device, dtype, non_blocking = to_args(args, device, dtype, non_blocking)
     dt = input.dtype if dtype is None else D.to_dtype(dtype)
     dev = input.device if device is None else Device(device)
     if dev.type == "cuda" and dev.index is None and input.device.type == "cuda":

@@ -16,6 +16,7 @@ from ... import dtypes as D
 from ..._tensor import Tensor
 from ...autograd.grad_mode import no_grad
 from ...device import device as Device
+from ...ops.creation import to_args
 from ..parameter import Buffer, Parameter
 
 
@@ -554,17 +555,7 @@ class Module:
         kwargs.pop("memory_format", None)
         if kwargs:
             raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
-        for a in args:
-            if isinstance(a, Tensor):
-                device, dtype = a.device, a.dtype
-            elif isinstance(a, D.DType):
-                dtype = a
-            elif isinstance(a, bool):
-                non_blocking = a
-            elif isinstance(a, (str, Device, int)):
-                device = a
-            else:
-                raise TypeError(f"to() expected a device, a dtype or a tensor, got {a!r}")
+        device, dtype, non_blocking = to_args(args, device, dtype, non_blocking)
         if dtype is not None:
             dtype = D.to_dtype(dtype)
             if not dtype.is_floating_point:
