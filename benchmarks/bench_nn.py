@@ -47,7 +47,7 @@ CONV_DTYPES = ["bfloat16", "float16", "float32"]
 # max |tk - torch| / max |torch|: one rounding of the output in half precision; float32 sums
 # of up to 4608 products in different orders; TF32 keeps 10 mantissa bits
 CONV_TOL = {"bfloat16": 2e-2, "float16": 4e-3, "float32": 1e-4, "tf32": 1e-2}
-SECTION_MODULES = ["bench_nn_norm"]
+SECTION_MODULES = ["bench_nn_norm", "bench_nn_models"]
 
 
 def versions() -> dict[str, str]:
@@ -175,10 +175,10 @@ def _conv_dtypes() -> list[str]:
     return pick or CONV_DTYPES
 
 
-def _other_sections(tk, torch, quick: bool) -> list[tuple[str, str, str]]:
-    """The sections of ``SECTION_MODULES`` (each optional: a missing module is skipped)."""
+def _other_sections(tk, torch, quick: bool, names=SECTION_MODULES) -> list[tuple[str, str, str]]:
+    """The sections of ``names`` (each optional: a missing module is skipped)."""
     out = []
-    for name in SECTION_MODULES:
+    for name in names:
         try:
             module = importlib.import_module(name)
         except ImportError:
@@ -207,8 +207,9 @@ def run(quick: bool = False) -> str:
                          "tensorkit's tile configs (minutes; cached on disk for later runs).",
                          conv_section(_Env(tk, torch, "cuda", quick), dtypes=_conv_dtypes())))
         common.log(f"conv2d section: {time.perf_counter() - start:.0f} s")
-    if not only or "other" in only:
-        sections += _other_sections(tk, torch, quick)
+    # =other: every SECTION_MODULES section; =norm, =models: bench_nn_norm's, bench_nn_models' alone
+    picked = [m for m in SECTION_MODULES if not only or "other" in only or m.removeprefix("bench_nn_") in only]
+    sections += _other_sections(tk, torch, quick, picked)
     return "\n\n".join(f"## {title}\n\n" + (f"{note}\n\n" if note else "") + body for title, note, body in sections)
 
 
