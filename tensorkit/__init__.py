@@ -50,6 +50,9 @@ from . import autograd
 from .autograd import (enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled, no_grad,
                        set_grad_enabled)
 from . import nn
+from . import optim
+from . import serialization
+from .serialization import load, save
 
 float = float32  # noqa: A001
 double = float64
