@@ -107,7 +107,7 @@ def save(obj: Any, f: FileLike, *, pickle: builtins.bool = False) -> None:
         header, arrays = _encode(obj)
         data = [header, *arrays]
     if isinstance(f, (str, bytes, os.PathLike)):
-        _write_atomic(os.fspath(f), data)
+        _write_atomic(os.fsdecode(f), data)
     else:
         for chunk in data:
             _write_bytes(f, chunk)
@@ -338,8 +338,8 @@ def _load(f, name: str, map_location, weights_only: builtins.bool):
     raw = head[8:] + f.read(n - 1)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        fail(f"the header is not valid JSON ({e})")
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        fail(f"the header is not valid JSON ({type(e).__name__}: {e})")
     if not isinstance(header, dict):
         fail(f"the header is a JSON {type(header).__name__}, expected an object")
     metadata = header.pop("__metadata__", None) or {}
@@ -368,8 +368,8 @@ def _load(f, name: str, map_location, weights_only: builtins.bool):
         return {s[0]: _place(tensors[s[0]], "cpu", map_location, name) for s in specs}
     try:
         structure = json.loads(structure)
-    except json.JSONDecodeError as e:
-        fail(f"the {_STRUCTURE_KEY} metadata is not valid JSON ({e})")
+    except (json.JSONDecodeError, RecursionError) as e:
+        fail(f"the {_STRUCTURE_KEY} metadata is not valid JSON ({type(e).__name__}: {e})")
     return _decode(structure, tensors, map_location, name, fail)
 
 
@@ -469,7 +469,7 @@ def _decode(structure, arrays: dict, map_location, name: str, fail):
 
     try:
         return dec(structure)
-    except (TypeError, ValueError, KeyError) as e:
+    except (TypeError, ValueError, KeyError, RecursionError) as e:
         fail(f"malformed {_STRUCTURE_KEY} metadata ({e})")
 
 

@@ -382,3 +382,47 @@ def test_map_location(tmp_path):
     # a plain safetensors file has no devices: everything comes in on the CPU, or where map_location says
     assert tk.load(_st_file(tmp_path / "plain", {"x": {"dtype": "I8", "shape": [1], "data_offsets": [0, 1]}},
                             b"\x05"), map_location="cuda")["x"].is_cuda
+
+
+def test_optimizer_state_dict_resumes_training(tmp_path):
+    tk.manual_seed(0)
+    net = nn.Linear(3, 2)
+    opt = tk.optim.Adam(net.parameters(), lr=1e-2, amsgrad=True)
+    x = tk.randn(4, 3)
+
+    def step(model, optimizer):
+        optimizer.zero_grad()
+        model(x).pow(2).sum().backward()
+        optimizer.step()
+
+    step(net, opt)
+    tk.save({"model": net.state_dict(), "optim": opt.state_dict(), "epoch": 1}, tmp_path / "ckpt.safetensors")
+    ckpt = tk.load(tmp_path / "ckpt.safetensors")
+    net2 = nn.Linear(3, 2)
+    net2.load_state_dict(ckpt["model"])
+    opt2 = tk.optim.Adam(net2.parameters(), lr=1.0)
+    opt2.load_state_dict(ckpt["optim"])
+    assert ckpt["epoch"] == 1 and opt2.param_groups[0]["lr"] == 1e-2 and opt2.param_groups[0]["betas"] == (0.9, 0.999)
+    step(net, opt)
+    step(net2, opt2)
+    np.testing.assert_array_equal(_host(net2.weight), _host(net.weight))
+
+
+def test_header_length_that_looks_like_pickle_magic_still_loads(tmp_path):
+    # A header of 640 bytes starts the file with 80 02, pickle protocol 2's magic: the file's
+    # size and the '{' after the length decide, not the first two bytes.
+    header = json.dumps({"x": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}}).encode()
+    header += b" " * (640 - len(header))
+    path = tmp_path / "st.safetensors"
+    path.write_bytes(struct.pack("<Q", 640) + header + b"\x07\x09")
+    assert path.read_bytes()[:2] == b"\x80\x02"
+    assert _host(tk.load(path)["x"]).tolist() == [7, 9]
+
+
+def test_deeply_nested_or_bytes_paths(tmp_path):
+    bomb = b"{\"a\": " + b"[" * 100000
+    (tmp_path / "deep").write_bytes(struct.pack("<Q", len(bomb)) + bomb)
+    with pytest.raises(SerializationError, match="not valid JSON"):
+        tk.load(tmp_path / "deep")
+    tk.save({"a": 1}, os.fsencode(tmp_path / "b.safetensors"))
+    assert tk.load(os.fsencode(tmp_path / "b.safetensors")) == {"a": 1}
