@@ -248,7 +248,7 @@ def _new_file_mode(path: str) -> int:
 MapLocation = Union[None, str, Device, dict, Callable]
 
 
-def load(f: FileLike, map_location: MapLocation = None, weights_only: builtins.bool = True) -> Any:
+def load(f: FileLike, map_location: MapLocation = None, *, weights_only: builtins.bool = True) -> Any:
     """Load what :func:`save` saved, or any ``.safetensors`` file.
 
     A file written by ``tk.save`` comes back as the object that was saved (dicts, lists, tuples,
