@@ -52,6 +52,7 @@ from .autograd import (enable_grad, inference_mode, is_grad_enabled, is_inferenc
 from . import nn
 from . import optim
 from . import serialization
+from . import utils
 from .serialization import load, save
 
 float = float32  # noqa: A001
