@@ -31,7 +31,8 @@ class Adagrad(Optimizer):
 
     def _step_group(self, group: dict) -> None:
         lr, wd = group["lr"], group["weight_decay"]
-        for p, grad, state in self._grads(group):
+        for p, grad in self._grads(group):
+            state = self.state[p]
             state["step"].add_(1)
             step = state["step"].item()
             if wd != 0:
@@ -64,7 +65,8 @@ class RMSprop(Optimizer):
 
     def _step_group(self, group: dict) -> None:
         lr, alpha, wd, momentum = group["lr"], group["alpha"], group["weight_decay"], group["momentum"]
-        for p, grad, state in self._grads(group):
+        for p, grad in self._grads(group):
+            state = self.state[p]
             if not state:
                 state["step"] = tensor(0.0)
                 state["square_avg"] = zeros_like(p)
@@ -107,7 +109,8 @@ class Adadelta(Optimizer):
 
     def _step_group(self, group: dict) -> None:
         lr, rho, eps, wd = group["lr"], group["rho"], group["eps"], group["weight_decay"]
-        for p, grad, state in self._grads(group):
+        for p, grad in self._grads(group):
+            state = self.state[p]
             if not state:
                 state["step"] = tensor(0.0)
                 state["square_avg"] = zeros_like(p)

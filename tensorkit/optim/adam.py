@@ -34,7 +34,8 @@ class Adam(Optimizer):
 
     def _step_group(self, group: dict) -> None:
         lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        for p, grad, state in self._grads(group):
+        for p, grad in self._grads(group):
+            state = self.state[p]
             if not state:
                 state["step"] = tensor(0.0)
                 state["exp_avg"] = zeros_like(p)

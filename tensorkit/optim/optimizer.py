@@ -146,7 +146,7 @@ class Optimizer:
         raise NotImplementedError
 
     def _grads(self, group: dict):
-        """(param, grad, state) for the parameters of ``group`` that have a gradient; ``grad`` is negated
+        """(param, grad) for the parameters of ``group`` that have a gradient; ``grad`` is negated
         under ``maximize``."""
         for p in group["params"]:
             if p.grad is None:
@@ -154,7 +154,7 @@ class Optimizer:
             grad = p.grad
             if group.get("maximize", False):
                 grad = -grad
-            yield p, grad, self.state[p]
+            yield p, grad
 
     def state_dict(self) -> dict:
         """``{'state': {index: {...}}, 'param_groups': [{..., 'params': [indices]}]}``, PyTorch's layout.

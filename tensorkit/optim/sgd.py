@@ -31,10 +31,11 @@ class SGD(Optimizer):
 
     def _step_group(self, group: dict) -> None:
         lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
-        for p, grad, state in self._grads(group):
+        for p, grad in self._grads(group):
             if wd != 0:
                 grad = grad.add(p, alpha=wd)
             if momentum != 0:
+                state = self.state[p]  # no state without momentum, as in PyTorch
                 buf = state.get("momentum_buffer")
                 if buf is None:
                     buf = state["momentum_buffer"] = grad.clone()
