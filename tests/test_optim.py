@@ -278,3 +278,24 @@ def test_cuda(cls, kw):
     cpu_opt = getattr(tk.optim, cls)(_params(tk), **kw)
     cpu_opt.load_state_dict(opt.state_dict())  # cuda state moves to the parameters' device
     assert all(v.device.type == "cpu" for s in cpu_opt.state.values() for v in s.values())
+
+
+@pytest.mark.parametrize("cls,kw", [("SGD", dict(lr=0.1, momentum=0.9, dampening=0.2, maximize=True)),
+                                    ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1))])
+def test_cuda_fused_one_launch_per_group(cls, kw, monkeypatch):
+    from tensorkit.kernels import optim as K
+    launches = []
+    real = K.launch
+    monkeypatch.setattr(K, "launch", lambda *a, **k: (launches.append(a[0]), real(*a, **k)))
+    values = [_RNG.standard_normal(s).astype(np.float32) for s in [(3, 4), (1500,), (2, 3, 5)]]  # 1500: 2 chunks
+    grads = [[_RNG.standard_normal(v.shape).astype(np.float32) for v in values] for _ in range(3)]
+    res = []
+    for mod, dev, extra in [(torch, "cpu", {}), (tk, "cuda", {}), (tk, "cuda", {"fused": False})]:
+        ps = _params(mod, values, device=dev)
+        opt = getattr(mod.optim, cls)(ps, **kw, **extra)
+        _steps(mod, opt, ps, grads, device=dev)
+        res.append([_np(p.cpu()) for p in ps])
+    assert len(launches) == 3      # one per step for the whole group; none with fused=False
+    for a, b, c in zip(*res):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(c, a, rtol=1e-5, atol=1e-6)

@@ -34,7 +34,8 @@ class Adam(Optimizer):
 
     def _step_group(self, group: dict) -> None:
         lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        for p, grad in self._grads(group):
+        params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
             state = self.state[p]
             if not state:
                 state["step"] = tensor(0.0)
@@ -43,6 +44,18 @@ class Adam(Optimizer):
                 if group["amsgrad"]:
                     state["max_exp_avg_sq"] = zeros_like(p)
             state["step"].add_(1)
+        steps = {self.state[p]["step"].item() for p in params}
+        rows = [[p, p.grad, *(self.state[p].get(k) for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))]
+                for p in params]
+        if len(steps) == 1 and self._fused(group, [t for r in rows for t in r if t is not None]):
+            from ..kernels import optim as K
+            step = steps.pop()
+            K.adam(rows, step_size=lr / (1 - beta1 ** step), bc2_sqrt=(1 - beta2 ** step) ** 0.5, beta1=beta1,
+                   beta2=beta2, eps=eps, wd=wd, lr=lr, decoupled=self._decoupled, amsgrad=group["amsgrad"],
+                   maximize=group["maximize"])
+            return
+        for p, grad in self._grads(group):
+            state = self.state[p]
             step = state["step"].item()
             if wd != 0:
                 if self._decoupled:

@@ -156,6 +156,14 @@ class Optimizer:
                 grad = -grad
             yield p, grad
 
+    def _fused(self, group: dict, tensors: list) -> bool:
+        """Whether ``group``'s update can run as one multi-tensor kernel launch: float32 cuda
+        tensors and ``fused`` not False."""
+        if group.get("fused") is False or not tensors or tensors[0].device.type != "cuda":
+            return False
+        from ..kernels import optim as K
+        return K.fusable(tensors)
+
     def state_dict(self) -> dict:
         """``{'state': {index: {...}}, 'param_groups': [{..., 'params': [indices]}]}``, PyTorch's layout.
         The state tensors are the optimizer's own (not copies), as in PyTorch."""

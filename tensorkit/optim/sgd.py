@@ -1,6 +1,7 @@
 """SGD with momentum, dampening, Nesterov momentum, L2 weight decay and maximize (PyTorch's update)."""
 from __future__ import annotations
 
+from ..ops.creation import zeros_like
 from .optimizer import Optimizer, _check_lr_eps
 
 
@@ -31,6 +32,21 @@ class SGD(Optimizer):
 
     def _step_group(self, group: dict) -> None:
         lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+        params = [p for p in group["params"] if p.grad is not None]
+        bufs = [self.state[p].get("momentum_buffer") if momentum != 0 else None for p in params]
+        first = all(b is None for b in bufs)
+        if momentum != 0 and first:
+            bufs = [zeros_like(p) for p in params]
+        tensors = [t for r in zip(params, (p.grad for p in params), bufs) for t in r if t is not None]
+        if (first or all(b is not None for b in bufs)) and self._fused(group, tensors):
+            from ..kernels import optim as K
+            K.sgd([[p, p.grad, b] for p, b in zip(params, bufs)], lr=lr, momentum=momentum,
+                  dampening=group["dampening"], wd=wd, nesterov=group["nesterov"], maximize=group["maximize"],
+                  first=first)
+            if momentum != 0:
+                for p, b in zip(params, bufs):
+                    self.state[p]["momentum_buffer"] = b
+            return
         for p, grad in self._grads(group):
             if wd != 0:
                 grad = grad.add(p, alpha=wd)
