@@ -22,11 +22,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import bench_autograd
 import bench_cpu
+import bench_data
 import bench_gpu
 import bench_nn
 import common
 
-SUITES = {"cpu": bench_cpu, "gpu": bench_gpu, "autograd": bench_autograd, "nn": bench_nn}
+SUITES = {"cpu": bench_cpu, "gpu": bench_gpu, "autograd": bench_autograd, "nn": bench_nn, "data": bench_data}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 

@@ -225,6 +225,11 @@ def test_loader_order_shapes_and_drop_last():
     assert len(single) == 10 and single[2][0].tolist() == [4.0, 5.0]
     custom = DataLoader(ds, batch_sampler=[[9, 0], [3]])
     assert _labels(custom) == [[9, 0], [3]]
+    # TensorDataset + default_collate gathers rows in one index_select: same batches as collating samples
+    slow = DataLoader(ds, batch_size=4, collate_fn=lambda b: default_collate(b))
+    for fast_b, slow_b in zip(batches, slow, strict=True):
+        assert [t.tolist() for t in fast_b] == [t.tolist() for t in slow_b]
+        assert [t.dtype for t in fast_b] == [t.dtype for t in slow_b]
     with pytest.raises(ValueError, match="mutually exclusive"):
         DataLoader(ds, sampler=SequentialSampler(ds), shuffle=True)
 

@@ -21,6 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from ... import dtypes as D
+from ...ops.creation import tensor
+from ...ops.indexing import index_select
+from .collate import default_collate
+from .dataset import TensorDataset
+
 _POLL_S = 1.0                   # how often an idle worker checks that its parent is still there
 _worker_info = None
 
@@ -129,11 +135,8 @@ def _loop(payload, index_queue, result_conn, done_event, worker_id: int, num_wor
                     data = _next_iterable(it, index, auto_collation, drop_last, collate_fn) if not exhausted else _END
                     if data is _END:
                         exhausted, data = True, _IterableEnd(worker_id)
-                elif auto_collation:
-                    getitems = getattr(dataset, "__getitems__", None)
-                    data = collate_fn(getitems(index) if callable(getitems) else [dataset[i] for i in index])
                 else:
-                    data = collate_fn(dataset[index])
+                    data = _fetch(dataset, index, auto_collation, collate_fn)
             except Exception:
                 data = _ExceptionWrapper(where)
         try:
@@ -146,6 +149,19 @@ def _loop(payload, index_queue, result_conn, done_event, worker_id: int, num_wor
             except Exception:
                 return
         del data
+
+
+def _fetch(dataset, index, auto_collation: bool, collate_fn):
+    """A batch (the keys ``index``) or, without auto-collation, one sample of a map-style dataset."""
+    if not auto_collation:
+        return collate_fn(dataset[index])
+    if collate_fn is default_collate and type(dataset) is TensorDataset and index and min(index) >= 0:
+        # Stacking rows of a tensor is gathering them: one index_select per tensor gives the same
+        # batch as default_collate of the samples without making a view per sample.
+        keys = tensor(index, dtype=D.int64)
+        return [index_select(t, 0, keys if t.device.type == "cpu" else keys.to(t.device)) for t in dataset.tensors]
+    getitems = getattr(dataset, "__getitems__", None)    # a batched fetch, as PyTorch's fetcher
+    return collate_fn(getitems(index) if callable(getitems) else [dataset[i] for i in index])
 
 
 def _next_iterable(it, batch_size, auto_collation: bool, drop_last: bool, collate_fn):

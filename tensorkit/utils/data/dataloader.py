@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from ..._tensor import Tensor
 from . import _worker
-from ._worker import _END, _ExceptionWrapper, _IterableEnd, _next_iterable
+from ._worker import _END, _ExceptionWrapper, _IterableEnd, _fetch, _next_iterable
 from .collate import default_collate, default_convert
 from .dataset import Dataset, IterableDataset
 from .sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler, _seed_from
@@ -212,13 +212,7 @@ class _SingleProcessIter(_BaseIter):
             if data is _END:
                 raise StopIteration
             return self._finish(data)
-        index = next(self._sampler_iter)
-        if ld._auto_collation:
-            getitems = getattr(ld.dataset, "__getitems__", None)
-            data = ld.collate_fn(getitems(index) if callable(getitems) else [ld.dataset[i] for i in index])
-        else:
-            data = ld.collate_fn(ld.dataset[index])
-        return self._finish(data)
+        return self._finish(_fetch(ld.dataset, next(self._sampler_iter), ld._auto_collation, ld.collate_fn))
 
 
 def _context(spec):

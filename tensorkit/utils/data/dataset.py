@@ -58,6 +58,8 @@ class TensorDataset(Dataset):
         self.tensors = tensors
 
     def __getitem__(self, index):
+        if isinstance(index, int):     # the DataLoader's case: select() skips the general indexing parser
+            return tuple(t.select(0, index) for t in self.tensors)
         return tuple(t[index] for t in self.tensors)
 
     def __len__(self) -> int:
