@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..ops.creation import full_like, tensor, zeros_like
-from .optimizer import Optimizer, _addcdiv_, _addcmul_, _check_lr_eps
+from .optimizer import Optimizer, _addcdiv_, _addcmul_, _bump_step, _check_lr_eps
 
 
 class Adagrad(Optimizer):
@@ -33,8 +33,7 @@ class Adagrad(Optimizer):
         lr, wd = group["lr"], group["weight_decay"]
         for p, grad in self._grads(group):
             state = self.state[p]
-            state["step"].add_(1)
-            step = state["step"].item()
+            step = _bump_step(state)
             if wd != 0:
                 grad = grad.add(p, alpha=wd)
             clr = lr / (1 + (step - 1) * group["lr_decay"])
@@ -74,7 +73,7 @@ class RMSprop(Optimizer):
                     state["momentum_buffer"] = zeros_like(p)
                 if group["centered"]:
                     state["grad_avg"] = zeros_like(p)
-            state["step"].add_(1)
+            _bump_step(state)
             if wd != 0:
                 grad = grad.add(p, alpha=wd)
             square_avg = _addcmul_(state["square_avg"].mul_(alpha), grad, grad, 1 - alpha)
@@ -115,7 +114,7 @@ class Adadelta(Optimizer):
                 state["step"] = tensor(0.0)
                 state["square_avg"] = zeros_like(p)
                 state["acc_delta"] = zeros_like(p)
-            state["step"].add_(1)
+            _bump_step(state)
             if wd != 0:
                 grad = grad.add(p, alpha=wd)
             square_avg = _addcmul_(state["square_avg"].mul_(rho), grad, grad, 1 - rho)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..ops.creation import tensor, zeros_like
 from ..functional import maximum
-from .optimizer import Optimizer, _addcdiv_, _addcmul_, _check_lr_eps
+from .optimizer import Optimizer, _addcdiv_, _addcmul_, _bump_step, _check_lr_eps
 
 
 class Adam(Optimizer):
@@ -43,8 +43,8 @@ class Adam(Optimizer):
                 state["exp_avg_sq"] = zeros_like(p)
                 if group["amsgrad"]:
                     state["max_exp_avg_sq"] = zeros_like(p)
-            state["step"].add_(1)
-        steps = {self.state[p]["step"].item() for p in params}
+        steps_each = [_bump_step(self.state[p]) for p in params]
+        steps = set(steps_each)
         rows = [[p, p.grad, *(self.state[p].get(k) for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))]
                 for p in params]
         if len(steps) == 1 and self._fused(group, [t for r in rows for t in r if t is not None]):
@@ -54,9 +54,8 @@ class Adam(Optimizer):
                    beta2=beta2, eps=eps, wd=wd, lr=lr, decoupled=self._decoupled, amsgrad=group["amsgrad"],
                    maximize=group["maximize"])
             return
-        for p, grad in self._grads(group):
+        for (p, grad), step in zip(self._grads(group), steps_each):
             state = self.state[p]
-            step = state["step"].item()
             if wd != 0:
                 if self._decoupled:
                     p.mul_(1 - lr * wd)
