@@ -386,3 +386,14 @@ def test_worker_seeds_differ():
     draws = {w: r for r, w, _ in out}
     seeds = {w: s for _, w, s in out}
     assert draws[0] != draws[1] and seeds[1] == seeds[0] + 1
+
+
+def test_start_method_avoids_fork_after_gnu_openmp(monkeypatch):
+    import numba
+
+    from tensorkit.utils.data import dataloader
+    monkeypatch.setattr(numba, "threading_layer", lambda: "omp")     # a parallel kernel has run here
+    assert dataloader._context(None).get_start_method() in ("forkserver", "spawn")
+    monkeypatch.setattr(numba, "threading_layer", lambda: "workqueue")
+    assert dataloader._context(None).get_start_method() == "fork"
+    assert dataloader._context("spawn").get_start_method() == "spawn"

@@ -55,9 +55,12 @@ class DataLoader:
         timeout: seconds to wait for a batch from the workers before a RuntimeError (0: no limit;
             dead workers are detected either way).
         worker_init_fn: called with the worker id in each worker, after seeding.
-        multiprocessing_context: start method or context; default ``fork`` on Linux while no CUDA
-            runtime is up in this process, else ``spawn``. Under ``spawn`` the dataset,
-            ``collate_fn`` and ``worker_init_fn`` travel through cloudpickle, so lambdas work.
+        multiprocessing_context: start method or context. Default: ``fork`` on Linux while that is
+            safe (no CUDA context and no GNU OpenMP thread pool in this process yet), else a
+            ``forkserver`` preloaded with tensorkit, else ``spawn``. Other than under ``fork`` the
+            dataset, ``collate_fn`` and ``worker_init_fn`` travel through cloudpickle, so lambdas
+            work; the main script is imported again in the workers, so guard it with
+            ``if __name__ == '__main__':``.
         generator: ``tk.Generator`` for the shuffle order and the workers' base seed.
         prefetch_factor: batches in flight per worker (default 2 with workers).
         persistent_workers: keep the workers between epochs.
@@ -215,13 +218,40 @@ class _SingleProcessIter(_BaseIter):
         return self._finish(_fetch(ld.dataset, next(self._sampler_iter), ld._auto_collation, ld.collate_fn))
 
 
+def _fork_is_safe() -> bool:
+    """Whether a forked worker can run everything this process can."""
+    from ... import cuda
+    if cuda._RT is not None:                 # a CUDA context does not survive fork
+        return False
+    import numba
+    try:
+        # GNU OpenMP aborts a forked child at its first parallel region ("fork() called from a
+        # process already using GNU OpenMP"), and Numba's 'omp' layer is GNU OpenMP on Linux.
+        return numba.threading_layer() != "omp"
+    except ValueError:                       # no parallel kernel has run yet
+        return True
+
+
+_forkserver_preloaded = False
+
+
 def _context(spec):
-    if spec is None:
-        from ... import cuda
-        # fork is fast (no re-import) but unsafe once a CUDA context exists in this process
-        fork_ok = sys.platform == "linux" and "fork" in mp.get_all_start_methods() and cuda._RT is None
-        return mp.get_context("fork" if fork_ok else "spawn")
-    return mp.get_context(spec) if isinstance(spec, str) else spec
+    """The multiprocessing context: ``spec`` if given, else fork where it is safe and fast, else a
+    fork server that has imported tensorkit (a worker then starts in tens of milliseconds, where
+    spawn re-imports everything for each), else spawn."""
+    global _forkserver_preloaded
+    if spec is not None:
+        return mp.get_context(spec) if isinstance(spec, str) else spec
+    methods = mp.get_all_start_methods()
+    if "fork" in methods and sys.platform == "linux" and _fork_is_safe():
+        return mp.get_context("fork")
+    if "forkserver" in methods:
+        ctx = mp.get_context("forkserver")
+        if not _forkserver_preloaded:
+            ctx.set_forkserver_preload(["tensorkit"])
+            _forkserver_preloaded = True
+        return ctx
+    return mp.get_context("spawn")
 
 
 class _Pool:
@@ -235,8 +265,16 @@ class _Pool:
             import cloudpickle              # lambdas and local classes, which plain pickle refuses
             payload = cloudpickle.dumps(payload)
         self.closed = False
+        self.start_method = ctx.get_start_method()
         self.done_event = ctx.Event()
         self.index_queues, self.readers, self.workers = [], [], []
+        try:
+            self._start(ctx, loader, payload, base_seed)
+        except BaseException:
+            self.shutdown()                  # the workers started so far
+            raise
+
+    def _start(self, ctx, loader: DataLoader, payload, base_seed: int) -> None:
         import os
         for w in range(loader.num_workers):
             q = ctx.Queue()
@@ -261,9 +299,13 @@ class _Pool:
                 how += f" (killed by signal {signal.Signals(-code).name})"
             except ValueError:
                 pass
+        hint = ""
+        if self.start_method != "fork" and code == 1:
+            hint = (f" Under the '{self.start_method}' start method each worker imports the main script again; "
+                    "guard the script's code with `if __name__ == '__main__':`.")
         return RuntimeError(f"DataLoader worker {w} (pid {p.pid}) exited unexpectedly with {how}. The dataset, "
                             f"collate_fn or worker_init_fn ended the process (os._exit, a crash, or the OS killed it, "
-                            f"e.g. out of memory).")
+                            f"e.g. out of memory).{hint}")
 
     def _drain(self, w: int) -> None:
         try:
@@ -402,4 +444,6 @@ class _MultiProcessIter(_BaseIter):
         self._finalizer()
 
     def __del__(self):
-        self._finalizer()
+        finalizer = getattr(self, "_finalizer", None)    # absent when the workers failed to start
+        if finalizer is not None:
+            finalizer()
