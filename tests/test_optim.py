@@ -185,6 +185,10 @@ SCHEDULERS = [
     ("CosineAnnealingLR", dict(T_max=7, eta_min=0.001)),
     ("LambdaLR", dict(lr_lambda=lambda e: 0.95 ** e + 0.01 * e)),
     ("LinearLR", dict(start_factor=0.2, end_factor=0.9, total_iters=8)),
+    ("MultiplicativeLR", dict(lr_lambda=lambda e: 0.9 if e % 2 else 1.05)),
+    ("ConstantLR", dict(factor=0.25, total_iters=6)),
+    ("PolynomialLR", dict(total_iters=20, power=2.0)),
+    ("CosineAnnealingWarmRestarts", dict(T_0=4, T_mult=2, eta_min=0.01)),
     ("OneCycleLR", dict(max_lr=[0.5, 0.2], total_steps=31, pct_start=0.25)),
     ("OneCycleLR", dict(max_lr=0.5, total_steps=31, anneal_strategy="linear", three_phase=True)),
 ]
@@ -245,6 +249,46 @@ def test_sequential_lr_matches_torch():
         warnings.simplefilter("ignore")
         ref = run(torch)
     np.testing.assert_allclose(run(tk), ref, rtol=1e-12)
+
+
+def test_chained_scheduler_matches_torch():
+    def run(mod, split=None):
+        opt = mod.optim.SGD(_params(mod), lr=0.1)
+        S = mod.optim.lr_scheduler
+        mk = lambda o: S.ChainedScheduler([S.ConstantLR(o, factor=0.5, total_iters=4),  # noqa: E731
+                                           S.ExponentialLR(o, gamma=0.9)])
+        sched = mk(opt)
+        out = [sched.get_last_lr()[0]]
+        for i in range(20):
+            opt.step()
+            if i == split:
+                sd = sched.state_dict()
+                sched = mk(opt)
+                sched.load_state_dict(sd)
+            sched.step()
+            out.append(sched.get_last_lr()[0])
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = run(torch)
+    np.testing.assert_allclose(run(tk), ref, rtol=1e-12)
+
+
+def test_closed_form_epochs_match_torch():
+    def run(mod):
+        opt = mod.optim.SGD(_params(mod), lr=0.1)
+        S = mod.optim.lr_scheduler
+        out = []
+        for sched in (S.StepLR(opt, 3, 0.5), S.CosineAnnealingWarmRestarts(opt, T_0=3, T_mult=2)):
+            for e in (5, 2, 7.5, 11, 0):
+                sched.step(e)
+                out.append(sched.get_last_lr()[0])
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = run(torch)
+        got = run(tk)
+    np.testing.assert_allclose(got, ref, rtol=1e-12)
 
 
 def test_reduce_lr_on_plateau_matches_torch():
