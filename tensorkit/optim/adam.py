@@ -13,6 +13,9 @@ class Adam(Optimizer):
         m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g * g   (amsgrad: v_max = max(v_max, v))
         p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
 
+    On cuda, a group of float32 parameters at the same step is updated by one multi-tensor
+    launch (``kernels/optim.py``) unless ``fused=False``; other groups op by op.
+
     Example::
 
         >>> opt = tk.optim.Adam(model.parameters(), lr=1e-3)

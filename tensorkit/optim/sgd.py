@@ -12,6 +12,9 @@ class SGD(Optimizer):
         b = g (first step) or momentum * b + (1 - dampening) * g
         g = g + momentum * b if nesterov else b;  p = p - lr * g
 
+    On cuda, a group of float32 parameters is updated by one multi-tensor launch
+    (``kernels/optim.py``) unless ``fused=False``; other groups op by op.
+
     Example::
 
         >>> opt = tk.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
