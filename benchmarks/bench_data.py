@@ -7,6 +7,11 @@ batches with ``--quick``); throughput counts the batches after the first, and th
 latency (worker start-up included) is reported on its own. Before timing, both loaders' first
 batches without shuffling are checked equal.
 
+What differs: for a TensorDataset with the default collate_fn, tensorkit gathers a batch's rows
+with one ``index_select`` per tensor (the same batch as stacking the samples); torch indexes and
+stacks sample by sample. With workers both libraries pickle each batch through a pipe (torch
+through shared memory), which on a dataset this cheap costs more than the fetch itself.
+
 Run through ``benchmarks/run.py --suite data``.
 """
 from __future__ import annotations

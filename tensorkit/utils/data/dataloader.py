@@ -165,18 +165,16 @@ class DataLoader:
         return len(self._index_sampler)
 
 
-def _pin(data, warned: list):
-    from ... import cuda
-    if not cuda.is_available():
-        return data
+def _pin(data):
+    """``data`` with every tensor in page-locked memory (containers rebuilt as default_collate makes them)."""
     if isinstance(data, Tensor):
         return data.pin_memory()
     if isinstance(data, dict):
-        return type(data)({k: _pin(v, warned) for k, v in data.items()})
+        return type(data)({k: _pin(v) for k, v in data.items()})
     if isinstance(data, tuple) and hasattr(data, "_fields"):
-        return type(data)(*(_pin(v, warned) for v in data))
+        return type(data)(*(_pin(v) for v in data))
     if isinstance(data, (list, tuple)):
-        return type(data)(_pin(v, warned) for v in data)
+        return type(data)(_pin(v) for v in data)
     return data
 
 
@@ -199,7 +197,7 @@ class _BaseIter:
         return len(self._loader)
 
     def _finish(self, data):
-        return _pin(data, []) if self._pin_memory else data
+        return _pin(data) if self._pin_memory else data
 
 
 class _SingleProcessIter(_BaseIter):
