@@ -2,6 +2,7 @@
 worker processes. References are written-out expected values, and torch.utils.data where installed.
 Worker tests keep datasets tiny: their cost is process start-up."""
 import collections
+import gc
 import os
 import time
 
@@ -350,12 +351,23 @@ def test_persistent_workers_reused_and_seeds():
     second = [int(b) for b in loader]
     assert len(set(first)) == 2 and os.getpid() not in first
     assert first == second                               # same processes, same round-robin
-    it = loader._iterator
-    assert all(p.is_alive() for p in it._pool.workers)
-    del loader, it
-    # iterable dataset, persistent: each epoch restarts every worker's iterator
+    workers = loader._iterator._pool.workers
+    assert all(p.is_alive() for p in workers)
+    del loader
+    gc.collect()                                         # loader <-> its persistent iterator is a cycle
+    for p in workers:
+        p.join(3)
+        assert not p.is_alive()
+    # iterable dataset, persistent: each epoch restarts every worker's iterator, also after a break
     loader = DataLoader(Shards(5), batch_size=2, num_workers=2, persistent_workers=True)
-    assert _flat(loader) == _flat(loader) == [0, 2, 1, 3, 4]
+    assert _flat(loader) == [0, 2, 1, 3, 4]
+    for b in loader:
+        break
+    assert _flat(loader) == [0, 2, 1, 3, 4]
+    ds = _rows(10)
+    loader = DataLoader(ds, batch_size=3, num_workers=2, persistent_workers=True)
+    next(iter(loader))
+    assert _labels(loader) == _labels(DataLoader(ds, batch_size=3))
 
 
 def test_workers_shut_down_on_break_and_garbage_collection():
