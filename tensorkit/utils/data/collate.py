@@ -21,16 +21,17 @@ def _numeric_array(a: np.ndarray) -> bool:
 
 
 def _stack(batch: list) -> Tensor:
-    if all(t.device.type == "cpu" and not t.requires_grad for t in batch) and batch[0].dtype is not D.bfloat16:
-        # One numpy copy into a fresh buffer: the common case (rows of a TensorDataset) without a
+    dtype = batch[0].dtype
+    if dtype is not D.bfloat16 and all(t.dtype is dtype and t.device.type == "cpu" and not t.requires_grad
+                                       for t in batch):
+        # One numpy copy into a fresh buffer: the common case (rows of a dataset) without a
         # dispatcher call per sample.
-        shapes = {tuple(t.shape) for t in batch}
-        if len(shapes) != 1:
+        try:
+            return from_numpy(np.stack([t._np() for t in batch]))
+        except ValueError:
+            shapes = sorted({tuple(t.shape) for t in batch})
             raise RuntimeError(f"default_collate: stack expects each tensor to be equal size, but got shapes "
-                               f"{sorted(shapes)}")
-        dtype = batch[0].dtype
-        if all(t.dtype is dtype for t in batch):
-            return from_numpy(np.stack([t.numpy() for t in batch]))
+                               f"{shapes}") from None
     return stack(batch, 0)
 
 
