@@ -227,51 +227,38 @@ def test_scheduler_matches_torch(name, kw):
         np.testing.assert_allclose(_sched_run(tk, name, kw, split=12, opt_cls=opt_cls), ref, rtol=1e-12, atol=0)
 
 
-def test_sequential_lr_matches_torch():
-    def run(mod, split=None):
-        ps = _params(mod)
-        opt = mod.optim.SGD(ps, lr=0.1)
-        S = mod.optim.lr_scheduler
-        mk = lambda o: S.SequentialLR(o, [S.LinearLR(o, start_factor=0.1, total_iters=5),  # noqa: E731
-                                          S.ExponentialLR(o, gamma=0.9), S.StepLR(o, 3, 0.5)], milestones=[5, 12])
-        sched = mk(opt)
-        out = [sched.get_last_lr()[0]]
-        for i in range(30):
-            opt.step()
-            if i == split:
-                sd = sched.state_dict()
-                sched = mk(opt)
-                sched.load_state_dict(sd)
-            sched.step()
-            out.append(sched.get_last_lr()[0])
-        return out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref = run(torch)
-    np.testing.assert_allclose(run(tk), ref, rtol=1e-12)
+def _lr_sequence(mod, make, steps: int, split: int | None = None) -> list:
+    """The lr before and after each of ``steps`` scheduler steps; at step ``split`` the scheduler
+    is rebuilt and resumed from its state_dict."""
+    opt = mod.optim.SGD(_params(mod), lr=0.1)
+    S = mod.optim.lr_scheduler
+    sched = make(S, opt)
+    out = [sched.get_last_lr()[0]]
+    for i in range(steps):
+        opt.step()
+        if i == split:
+            sd = sched.state_dict()
+            sched = make(S, opt)
+            sched.load_state_dict(sd)
+        sched.step()
+        out.append(sched.get_last_lr()[0])
+    return out
 
 
-def test_chained_scheduler_matches_torch():
-    def run(mod, split=None):
-        opt = mod.optim.SGD(_params(mod), lr=0.1)
-        S = mod.optim.lr_scheduler
-        mk = lambda o: S.ChainedScheduler([S.ConstantLR(o, factor=0.5, total_iters=4),  # noqa: E731
-                                           S.ExponentialLR(o, gamma=0.9)])
-        sched = mk(opt)
-        out = [sched.get_last_lr()[0]]
-        for i in range(20):
-            opt.step()
-            if i == split:
-                sd = sched.state_dict()
-                sched = mk(opt)
-                sched.load_state_dict(sd)
-            sched.step()
-            out.append(sched.get_last_lr()[0])
-        return out
+@pytest.mark.parametrize("make, steps", [
+    (lambda S, o: S.SequentialLR(o, [S.LinearLR(o, start_factor=0.1, total_iters=5), S.ExponentialLR(o, gamma=0.9),
+                                     S.StepLR(o, 3, 0.5)], milestones=[5, 12]), 30),
+    (lambda S, o: S.ChainedScheduler([S.ConstantLR(o, factor=0.5, total_iters=4), S.ExponentialLR(o, gamma=0.9)]), 20),
+], ids=["SequentialLR", "ChainedScheduler"])
+def test_composite_schedulers_match_torch(make, steps):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = run(torch)
-    np.testing.assert_allclose(run(tk), ref, rtol=1e-12)
+        ref = _lr_sequence(torch, make, steps)
+        # resuming this way (a new scheduler on the live optimizer, then its state_dict) is what
+        # PyTorch's state_dict gives: the new scheduler's constructor steps the lr once more
+        ref_resumed = _lr_sequence(torch, make, steps, split=steps // 2)
+    np.testing.assert_allclose(_lr_sequence(tk, make, steps), ref, rtol=1e-12)
+    np.testing.assert_allclose(_lr_sequence(tk, make, steps, split=steps // 2), ref_resumed, rtol=1e-12)
 
 
 def test_closed_form_epochs_match_torch():
