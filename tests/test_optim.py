@@ -330,3 +330,16 @@ def test_cuda_fused_one_launch_per_group(cls, kw, monkeypatch):
     for a, b, c in zip(*res):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(c, a, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_step_bumps_versions():
+    """The one-launch update writes parameters in place like any in-place op: a graph that saved a
+    parameter before the step refuses to backward through it afterwards."""
+    w = tk.nn.Parameter(tk.ones(4, device="cuda"))
+    loss = (w * w).sum()                       # mul saves w
+    w.grad = tk.ones(4, device="cuda")
+    before = w._version
+    tk.optim.SGD([w], lr=0.1).step()           # fused on cuda
+    assert w._version > before
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

@@ -5,4 +5,4 @@ Importing this package does not import Triton: generated kernels import it when 
 first built, so tensorkit runs on machines without Triton. Kernels here see tensors' memory
 layout only; they know nothing about autograd or promotion.
 """
-from . import attention, conv, indexing, matmul, norm, pointwise, pool, random, reduction, shape  # noqa: F401  (registration)
+from . import attention, conv, indexing, matmul, norm, optim, pointwise, pool, random, reduction, shape  # noqa: F401  (registration)

@@ -3,8 +3,9 @@ launch per parameter group, whatever the number of parameters.
 
 The pointer table and the chunk list are built on the host and copied to the device once per
 step (two small copies); the kernels read the parameters' addresses from them. Only float32
-parameters, gradients and states on one cuda device; ``fusable`` says whether a group is.
-Kernels here know nothing about autograd.
+parameters, gradients and states on one cuda device (``ops/optim.py`` checks). Registered
+with the dispatcher as the cuda kernels of ``fused_sgd_`` / ``fused_adam_``; kernels here know
+nothing about autograd.
 """
 from __future__ import annotations
 
@@ -12,21 +13,15 @@ import functools
 
 import numpy as np
 
+from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor
 from ..ops.creation import from_numpy
-from ._launch import launch, pointer, prepare, triton_source
+from ._launch import launch, pointer, triton_source
 
 BLOCK = 1024          # elements per program: a chunk of one parameter
 
 _kernels = functools.partial(triton_source, "optim")
-
-
-def fusable(tensors) -> bool:
-    """Whether all ``tensors`` are contiguous float32 tensors on one cuda device."""
-    dev = tensors[0].device
-    return dev.type == "cuda" and all(t.dtype is D.float32 and t.device == dev and t.is_contiguous()
-                                      for t in tensors)
 
 
 def _tables(rows: list[list[Tensor | None]], device) -> tuple:
@@ -45,7 +40,6 @@ def _tables(rows: list[list[Tensor | None]], device) -> tuple:
 
 def adam(rows, *, step_size, bc2_sqrt, beta1, beta2, eps, wd, lr, decoupled, amsgrad, maximize) -> None:
     """``rows``: [param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq or None] per parameter."""
-    prepare()
     table, chunks, n = _tables(rows, rows[0][0].device)
     if n:
         launch(_kernels().adam_kernel, (n,), table, chunks, float(step_size), float(bc2_sqrt), float(1 - beta1),
@@ -55,9 +49,12 @@ def adam(rows, *, step_size, bc2_sqrt, beta1, beta2, eps, wd, lr, decoupled, ams
 
 def sgd(rows, *, lr, momentum, dampening, wd, nesterov, maximize, first) -> None:
     """``rows``: [param, grad, momentum_buffer or None] per parameter."""
-    prepare()
     table, chunks, n = _tables(rows, rows[0][0].device)
     if n:
         launch(_kernels().sgd_kernel, (n,), table, chunks, float(lr), float(momentum), float(1 - dampening),
                float(wd), WD=wd != 0, MOMENTUM=momentum != 0, FIRST=bool(first), NESTEROV=bool(nesterov),
                MAXIMIZE=bool(maximize), BLOCK=BLOCK)
+
+
+_dispatch.register("fused_sgd_", "cuda", (D.float32,))(sgd)
+_dispatch.register("fused_adam_", "cuda", (D.float32,))(adam)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..ops.creation import tensor, zeros_like
+from ..ops.optim import fused_adam_
 from ..functional import maximum
 from .optimizer import Optimizer, _addcdiv_, _addcmul_, _bump_step, _check_lr_eps
 
@@ -14,7 +15,7 @@ class Adam(Optimizer):
         p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
 
     On cuda, a group of float32 parameters at the same step is updated by one multi-tensor
-    launch (``kernels/optim.py``) unless ``fused=False``; other groups op by op.
+    launch (the ``ops.optim.fused_adam_`` primitive) unless ``fused=False``; other groups op by op.
 
     Example::
 
@@ -50,12 +51,11 @@ class Adam(Optimizer):
         steps = set(steps_each)
         rows = [[p, p.grad, *(self.state[p].get(k) for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))]
                 for p in params]
-        if len(steps) == 1 and self._fused(group, [t for r in rows for t in r if t is not None]):
-            from ..kernels import optim as K
+        if len(steps) == 1 and self._fused(group, "fused_adam_", [t for r in rows for t in r if t is not None]):
             step = steps.pop()
-            K.adam(rows, step_size=lr / (1 - beta1 ** step), bc2_sqrt=(1 - beta2 ** step) ** 0.5, beta1=beta1,
-                   beta2=beta2, eps=eps, wd=wd, lr=lr, decoupled=self._decoupled, amsgrad=group["amsgrad"],
-                   maximize=group["maximize"])
+            fused_adam_(rows, step_size=lr / (1 - beta1 ** step), bc2_sqrt=(1 - beta2 ** step) ** 0.5, beta1=beta1,
+                        beta2=beta2, eps=eps, wd=wd, lr=lr, decoupled=self._decoupled, amsgrad=group["amsgrad"],
+                        maximize=group["maximize"])
             return
         for (p, grad), step in zip(self._grads(group), steps_each):
             state = self.state[p]

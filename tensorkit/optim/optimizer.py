@@ -167,13 +167,13 @@ class Optimizer:
                 grad = -grad
             yield p, grad
 
-    def _fused(self, group: dict, tensors: list) -> bool:
-        """Whether ``group``'s update can run as one multi-tensor kernel launch: float32 cuda
-        tensors and ``fused`` not False."""
-        if group.get("fused") is False or not tensors or tensors[0].device.type != "cuda":
+    def _fused(self, group: dict, op: str, tensors: list) -> bool:
+        """Whether ``group``'s update can run as the one-launch primitive ``op``
+        (``ops/optim.py``): ``fused`` not False and a kernel for the tensors' device and dtype."""
+        if group.get("fused") is False or not tensors:
             return False
-        from ..kernels import optim as K
-        return K.fusable(tensors)
+        from ..ops.optim import fusable
+        return fusable(op, tensors)
 
     def state_dict(self) -> dict:
         """``{'state': {index: {...}}, 'param_groups': [{..., 'params': [indices]}]}``, PyTorch's layout.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..ops.creation import zeros_like
+from ..ops.optim import fused_sgd_
 from .optimizer import Optimizer, _check_lr_eps
 
 
@@ -13,7 +14,7 @@ class SGD(Optimizer):
         g = g + momentum * b if nesterov else b;  p = p - lr * g
 
     On cuda, a group of float32 parameters is updated by one multi-tensor launch
-    (``kernels/optim.py``) unless ``fused=False``; other groups op by op.
+    (the ``ops.optim.fused_sgd_`` primitive) unless ``fused=False``; other groups op by op.
 
     Example::
 
@@ -41,11 +42,10 @@ class SGD(Optimizer):
         if momentum != 0 and first:
             bufs = [zeros_like(p) for p in params]
         tensors = [t for r in zip(params, (p.grad for p in params), bufs) for t in r if t is not None]
-        if (first or all(b is not None for b in bufs)) and self._fused(group, tensors):
-            from ..kernels import optim as K
-            K.sgd([[p, p.grad, b] for p, b in zip(params, bufs)], lr=lr, momentum=momentum,
-                  dampening=group["dampening"], wd=wd, nesterov=group["nesterov"], maximize=group["maximize"],
-                  first=first)
+        if (first or all(b is not None for b in bufs)) and self._fused(group, "fused_sgd_", tensors):
+            fused_sgd_([[p, p.grad, b] for p, b in zip(params, bufs)], lr=lr, momentum=momentum,
+                       dampening=group["dampening"], wd=wd, nesterov=group["nesterov"], maximize=group["maximize"],
+                       first=first)
             if momentum != 0:
                 for p, b in zip(params, bufs):
                     self.state[p]["momentum_buffer"] = b
