@@ -440,7 +440,7 @@ def load(name):
     spec.loader.exec_module(m)
     return m
 
-conv, pool = load("conv"), load("pool")
+conv, pool, shape = load("conv"), load("pool"), load("shape")
 
 def compile_(fn, ints, ptrs, constexprs, warps=4, stages=3):
     """Compile as a launch would specialise it: ints equal to 1 become constants, multiples of 16 say so."""
@@ -486,8 +486,8 @@ for dt, prec, bk in (("fp16", "ieee", 64), ("bf16", "ieee", 64), ("fp32", "tf32"
             assert re.search(r"cp\.async\.c[ag]", p), f"{name} {dt}: loads not pipelined (no cp.async)"
     compile_(conv.splitk_sum_kernel, dict(numel=4096, SPLIT=4), {"part_ptr": "*fp64" if dt == "fp64" else "*fp32", "out_ptr": t},
              dict(BLOCK=1024))
-    compile_(conv.channels_last_kernel, dict(C=C, HW=H * W, W=W, s_n=C * H * W, s_c=H * W, s_h=W, s_w=1),
-             {"src_ptr": t, "dst_ptr": t}, dict(FLAT=True, BLOCK_C=64, BLOCK_P=64))
+    compile_(shape.transpose_copy_kernel, dict(P=H * W, Q=C, s_b=C * H * W, s_p=1, s_q=H * W),   # channels-last staging
+             {"src": t, "dst": t}, dict(BLOCK_P=64, BLOCK_Q=64))
     ints = dict(total=N * C * 28 * 28, C=C, H=H, W=W, Ho=28, Wo=28, sxn=C * H * W, sxc=H * W, sxh=W, sxw=1, sgn=C * 784,
                 sgc=784, sgh=28, sgw=1, kh=3, sh=2, ph=1, dh=1, kw=3, sw=2, pw=1, dw=1, KH_MAX=3, KW_MAX=3, OH_MAX=2, OW_MAX=2)
     for adaptive in (False, True):

@@ -59,3 +59,24 @@ def test_high_rank_and_exact_scalars():
 def test_import_does_not_load_triton():
     code = "import sys, tensorkit; assert 'triton' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("dtype", [tk.float32, tk.bfloat16, tk.int64])
+def test_transposing_copies_take_the_tiled_path(dtype, monkeypatch):
+    """A copy whose source runs along another axis than its destination (.contiguous() of a
+    transpose, a permute with a batch dim) is tiled, and lands every element where numpy does."""
+    from tensorkit.kernels import pointwise as KP
+    tiled = []
+    monkeypatch.setattr(KP, "_transpose_copy", lambda *a, _f=KP._transpose_copy: tiled.append(a[2]) or _f(*a))
+    rng = np.random.default_rng(3)
+    a = rng.integers(-100, 100, (3, 40, 50)).astype(np.float32)
+    x = tk.tensor(a, device="cuda").to(dtype)
+    for view, ref in ((x[1].T, a[1].T), (x.permute(0, 2, 1), a.transpose(0, 2, 1)),
+                      (x[:, 2:38, 5:45].transpose(1, 2), a[:, 2:38, 5:45].transpose(0, 2, 1))):
+        got = view.contiguous()
+        assert got.is_contiguous()
+        np.testing.assert_array_equal(got.cpu().to(tk.float64).numpy(), ref)
+    assert len(tiled) == 3
+    small = x[0, :8, :8].T.contiguous()              # short axes: the elementwise copy
+    np.testing.assert_array_equal(small.cpu().to(tk.float64).numpy(), a[0, :8, :8].T)
+    assert len(tiled) == 3

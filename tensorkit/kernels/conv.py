@@ -5,7 +5,7 @@ The dispatcher's "conv2d", "conv2d_input_grad" and "conv2d_weight_grad" kernels 
 geometry (``ops.conv.ConvGeometry``). The kernels take every stride, so nothing is copied
 unless the tile config asks for it: a config's ``kernel`` field names the layout the
 activations are read in, "nchw" (as given) or "nhwc" (first copied channels-last by
-``channels_last_kernel``, and the forward's and input-gradient's weight likewise, so a
+the copy primitive's tiled transpose (``kernels/pointwise.copy_into``), and the forward's and input-gradient's weight likewise, so a
 tile's channel axis is contiguous: loads are vectorised, and float16/bfloat16 loads become
 wide enough for cp.async, which Triton's software pipeline needs; NCHW gathers load one
 2-byte element at a time and are not pipelined, as the sm_90 PTX shows). One extra pass
@@ -103,9 +103,8 @@ def _channels_last(t: Tensor) -> Tensor:
     if t._strides[1] == 1 and t._strides[3] == C and t._strides[2] == W * C:
         return t
     buf = new_tensor((N, H, W, C), t.dtype, t._storage.device)
-    block = 32 if cuda.EMULATED else 64
-    launch(_kernels().channels_last_kernel, (_cdiv(H * W, block), _cdiv(C, block), N), pointer(t), pointer(buf),
-           C, H * W, W, *t._strides, FLAT=t._strides[2] == W * t._strides[3], BLOCK_C=block, BLOCK_P=block)
+    sn, sc, sh, sw = t._strides
+    copy_into(Tensor._make(t._storage, t._offset, (N, H, W, C), (sn, sh, sw, sc), t.dtype), buf)  # a tiled transpose
     return Tensor._make(buf._storage, 0, (N, C, H, W), (H * W * C, 1, W * C, C), t.dtype)
 
 

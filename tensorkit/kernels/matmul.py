@@ -44,6 +44,7 @@ from .._tensor import Tensor
 from ..ops.creation import new_tensor
 from .codegen import cache_dir, coalesce
 from ._launch import launch, pointer, prepare, triton_source
+from .pointwise import copy_into
 
 DTYPES = (D.float16, D.bfloat16, D.float32, D.float64)
 _CACHE_VERSION = 1          # bump when kernels or Config change meaning: old tuning results are ignored
@@ -425,9 +426,7 @@ def _k_major(b: Tensor) -> Tensor:
     """``b`` (K, N) with the same values, stored K-major (column-major: strides (1, K))."""
     K, N = b._shape
     t = new_tensor((N, K), b.dtype, b._storage.device)
-    block = 32 if cuda.EMULATED else 64
-    launch(_kernels().transpose_kernel, (-(-K // block), -(-N // block)), pointer(b), pointer(t), K, N,
-           *b._strides, BLOCK_R=block, BLOCK_C=block)
+    copy_into(Tensor._make(b._storage, b._offset, (N, K), b._strides[::-1], b.dtype), t)   # a tiled transpose
     return Tensor._make(t._storage, 0, (K, N), (1, K), b.dtype)
 
 

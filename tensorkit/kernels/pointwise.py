@@ -29,7 +29,7 @@ from .. import dtypes as D
 from .._tensor import Tensor
 from ..device import CPU
 from .codegen import MathNamespace, Program, Val, broadcast_strides, coalesce, load_source, render
-from ._launch import launch as _launch, pointer as _pointer
+from ._launch import launch as _launch, pointer as _pointer, triton_source
 
 MAX_RANK = 6          # strided kernels handle this many dims after coalescing; the rest loop on the host
 MAX_BLOCK = 1024      # elements per program: 4 warps x 8 elements per thread on a GPU
@@ -327,6 +327,9 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
     tensors = list(outs) + [a for m, a in zip(modes, call) if m in ("flat", "strided")]
     modes = tuple("strided" if m == "flat" else m for m in modes)
     shape, strides = coalesce(out_shape, [broadcast_strides(t._shape, t._strides, out_shape) for t in tensors])
+    if _is_transposing_copy(program, modes, outs, shape, strides):
+        _transpose_copy(tensors[1], outs[0], shape, strides[1])
+        return
     outer, shape = shape[:-MAX_RANK], shape[-MAX_RANK:]      # dims beyond MAX_RANK: a host loop
     inner = 1
     for s in shape:
@@ -345,6 +348,28 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
             else:
                 targs.append(a)
         _launch(fn, grid, inner, *shape, *targs, BLOCK_SIZE=block)
+
+
+TRANSPOSE_MIN = 16       # both tile axes at least this long, or the elementwise copy is as good
+
+
+def _is_transposing_copy(program: Program, modes, outs, shape, strides) -> bool:
+    """A same-dtype copy into a contiguous tensor whose source runs along another axis: after
+    coalescing, (B,) P, Q with the source contiguous along P and not along Q (the destination's)."""
+    node = program.nodes[0]
+    if len(program.nodes) != 1 or node.name != "copy" or program.inputs[0][1] is not node.dtype \
+            or modes != ("strided",) or not outs[0].is_contiguous() or len(shape) not in (2, 3):
+        return False
+    src = strides[1]
+    return src[-2] == 1 and src[-1] != 1 and min(shape[-2:]) >= TRANSPOSE_MIN
+
+
+def _transpose_copy(src: Tensor, dst: Tensor, shape, src_strides) -> None:
+    """``dst[...] = src`` by tiles (``kernels/src/shape.py``), for the copies ``_is_transposing_copy`` picks."""
+    (b, p, q), (s_b, s_p, s_q) = ([1, *shape], [0, *src_strides]) if len(shape) == 2 else (shape, src_strides)
+    block = 32 if cuda.EMULATED else 64
+    _launch(triton_source("shape").transpose_copy_kernel, (-(-p // block), -(-q // block), b), _pointer(src),
+            _pointer(dst), p, q, s_b, s_p, s_q, BLOCK_P=block, BLOCK_Q=block)
 
 
 def copy_into(src: Tensor, dst: Tensor) -> None:

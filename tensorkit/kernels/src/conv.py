@@ -250,26 +250,3 @@ def splitk_sum_kernel(part_ptr, out_ptr, numel, SPLIT, BLOCK: tl.constexpr):
     for k in range(1, SPLIT):
         acc += tl.load(part_ptr + k * numel + i, mask=mask, other=0.0)
     tl.store(out_ptr + i, acc.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def channels_last_kernel(
-    src_ptr, dst_ptr,                    # src (N, C, H, W) any strides; dst (N, H, W, C) contiguous
-    C, HW, W,
-    s_n, s_c, s_h, s_w,
-    FLAT: tl.constexpr,                  # s_h == W * s_w: a pixel's offset is pix * s_w (provably contiguous)
-    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-):
-    """dst[n, h, w, c] = src[n, c, h, w], by (channels, pixels) tiles: loaded along the pixels,
-    stored along the channels (Triton converts between the two orders in shared memory; an
-    elementwise strided copy would read, or write, one element per memory transaction)."""
-    n = tl.program_id(2).to(tl.int64)
-    pix = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask = (c[:, None] < C) & (pix[None, :] < HW)
-    if FLAT:
-        offs = pix * s_w
-    else:
-        offs = (pix // W) * s_h + (pix % W) * s_w
-    tile = tl.load(src_ptr + n * s_n + c[:, None] * s_c + offs[None, :], mask=mask)
-    tl.store(dst_ptr + n * HW * C + pix[None, :] * C + c[:, None], tile, mask=mask)

@@ -168,16 +168,3 @@ def matmul_kernel_tma(
                          c1.to(c_ptr.dtype.element_ty))
         else:
             c_desc.store([off_m, off_n], acc.to(c_ptr.dtype.element_ty))
-
-
-@triton.jit
-def transpose_kernel(src, dst, R, C, s_r, s_c, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """``dst`` (C, R), contiguous, = ``src`` (R, C, strides ``s_r``, ``s_c``) transposed, by tiles:
-    Triton's coalescing pass gives the load and the store each their own coalesced layout and
-    converts between them in shared memory (a strided elementwise copy would read, or write,
-    one element per memory transaction)."""
-    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask = (r[:, None] < R) & (c[None, :] < C)
-    tile = tl.load(src + r[:, None].to(tl.int64) * s_r + c[None, :].to(tl.int64) * s_c, mask=mask)
-    tl.store(dst + c[None, :].to(tl.int64) * R + r[:, None], tile, mask=mask)
