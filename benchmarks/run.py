@@ -25,9 +25,11 @@ import bench_cpu
 import bench_data
 import bench_gpu
 import bench_nn
+import bench_train
 import common
 
-SUITES = {"cpu": bench_cpu, "gpu": bench_gpu, "autograd": bench_autograd, "nn": bench_nn, "data": bench_data}
+SUITES = {"cpu": bench_cpu, "gpu": bench_gpu, "autograd": bench_autograd, "nn": bench_nn, "data": bench_data,
+          "train": bench_train}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
