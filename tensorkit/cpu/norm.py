@@ -1,5 +1,6 @@
 """CPU kernels (Numba) of the fused norm and loss primitives in ``ops/norm.py``: layer_norm and
-rms_norm forward / backward, cross_entropy forward / backward.
+rms_norm forward / backward, cross_entropy forward / backward, batch_norm forward / backward
+(``[N, C, HW]``, a ``prange`` task per channel; the running statistics updated in place).
 
 Rows: inputs arrive contiguous and are viewed as ``[M, N]`` (``[M, C]`` logits). float16 and
 bfloat16 compute in float32 copies, rounded once on the way out. Each row is one task of a
@@ -243,6 +244,99 @@ def cross_entropy_backward(g, x, t, w, lse, dx, params) -> None:
     _store(dx, dxa)
 
 
+# ---- batch_norm ----------------------------------------------------------------------------------------------
+def _bn_fwd(x, w, b, y, mean, var, invstd, eps, inv_count, has_w, has_b):
+    # x, y [N, C, HW]; a task per channel. Statistics accumulate in float64 (a channel is up to
+    # N * HW values), then y is written with the saved (rounded) mean and invstd, as backward reads them
+    nb, c, hw = x.shape
+    for ch in prange(c):
+        s = 0.0
+        for i in range(nb):
+            for j in range(hw):
+                s += x[i, ch, j]
+        mu = s * inv_count
+        v = 0.0
+        for i in range(nb):
+            for j in range(hw):
+                d = x[i, ch, j] - mu
+                v += d * d
+        v *= inv_count
+        mean[ch] = mu
+        var[ch] = v
+        invstd[ch] = 1.0 / np.sqrt(v + eps)
+        m, a = mean[ch], invstd[ch]
+        if has_w:
+            a *= w[ch]
+        sh = b[ch] if has_b else m - m
+        for i in range(nb):
+            for j in range(hw):
+                y[i, ch, j] = (x[i, ch, j] - m) * a + sh
+
+
+def _bn_bwd(g, x, w, mean, invstd, dx, sg, sgx, inv_count, has_w):
+    nb, c, hw = x.shape
+    for ch in prange(c):
+        m, r = mean[ch], invstd[ch]
+        s1 = 0.0
+        s2 = 0.0
+        for i in range(nb):
+            for j in range(hw):
+                s1 += g[i, ch, j]
+                s2 += g[i, ch, j] * (x[i, ch, j] - m)
+        s2 *= r
+        sg[ch] = s1
+        sgx[ch] = s2
+        k = r * w[ch] if has_w else r
+        c1 = s1 * inv_count
+        c2 = s2 * inv_count * r
+        for i in range(nb):
+            for j in range(hw):
+                dx[i, ch, j] = k * (g[i, ch, j] - c1 - (x[i, ch, j] - m) * c2)
+
+
+_bn_fwd, _bn_bwd = _serial_and_parallel(_bn_fwd), _serial_and_parallel(_bn_bwd)
+
+
+def _ncl(t) -> tuple:
+    """``t``'s ``[N, C, *]`` shape as ``(N, C, HW)``."""
+    nb, c = t.shape[0], t.shape[1]
+    return nb, c, (t.numel() // (nb * c) if nb * c else 0)
+
+
+def batch_norm(x, w, b, running_mean, running_var, outs, params) -> None:
+    y, mean, invstd = outs
+    shape = _ncl(x)
+    if x.numel() == 0:
+        return
+    xa = _arr(x).reshape(shape)
+    ya, ma, sa = _target(y, shape), _target(mean, (shape[1],)), _target(invstd, (shape[1],))
+    var = np.empty(shape[1], ma.dtype)
+    count = params["count"]
+    _bn_fwd[_threads(xa) > 1](xa, _arr(w), _arr(b), ya, ma, var, sa, params["eps"], 1.0 / count,
+                              w is not None, b is not None)
+    for t, a in ((y, ya), (mean, ma), (invstd, sa)):
+        _store(t, a)
+    m = params["momentum"]
+    for buf, stat in ((running_mean, ma), (running_var, var * (count / (count - 1)))):
+        if buf is not None:                   # in place, in the buffer's dtype (PyTorch's update)
+            a = buf._np()
+            a[...] = (1 - m) * a.astype(ma.dtype) + m * stat
+
+
+def batch_norm_backward(g, x, w, mean, invstd, outs, params) -> None:
+    dx, sgx, sg = outs
+    shape = _ncl(x)
+    if x.numel() == 0:
+        return
+    xa = _arr(x).reshape(shape)
+    dxa = _target(dx, shape)
+    sga, sgxa = _target(sg, (shape[1],)), _target(sgx, (shape[1],))
+    _bn_bwd[_threads(xa) > 1](_arr(g).reshape(shape), xa, _arr(w), _arr(mean), _arr(invstd), dxa, sga, sgxa,
+                              1.0 / params["count"], w is not None)
+    for t, a in ((dx, dxa), (sg, sga), (sgx, sgxa)):
+        _store(t, a)
+
+
 _FLOATS = D.FLOAT_DTYPES
 _dispatch.register("layer_norm", "cpu", _FLOATS)(layer_norm)
 _dispatch.register("rms_norm", "cpu", _FLOATS)(layer_norm)
@@ -250,3 +344,5 @@ _dispatch.register("layer_norm_backward", "cpu", _FLOATS)(norm_backward)
 _dispatch.register("rms_norm_backward", "cpu", _FLOATS)(norm_backward)
 _dispatch.register("cross_entropy", "cpu", _FLOATS)(cross_entropy)
 _dispatch.register("cross_entropy_backward", "cpu", _FLOATS)(cross_entropy_backward)
+_dispatch.register("batch_norm", "cpu", _FLOATS)(batch_norm)
+_dispatch.register("batch_norm_backward", "cpu", _FLOATS)(batch_norm_backward)

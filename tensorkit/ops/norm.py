@@ -1,5 +1,5 @@
 """Fused normalization and loss primitives: layer_norm, rms_norm, cross_entropy (from logits),
-their backward primitives, and the norm composites built beside them (group_norm, batch_norm).
+batch_norm, their backward primitives, and the norm composite built beside them (group_norm).
 
 Why primitives: as compositions, layer norm reads its input three times (mean, variance,
 normalize) and its backward five; cross-entropy materializes log_softmax. Each primitive here
@@ -19,9 +19,11 @@ to their first output, so the statistics are never handed to users, and when a g
 built (``create_graph=True``), dweight / dbias come from composites instead of the fused
 kernel's extra outputs.
 
-``group_norm`` is the fused layer_norm over (sample, group) rows plus a per-channel affine
-step; ``batch_norm`` is a composite of reductions (mean, var) and one scale-and-shift:
-candidates for kernels of their own if a benchmark asks.
+``batch_norm`` (training) is a primitive too, on ``[N, C, *]`` viewed as ``[N, C, HW]``: one
+pass for the per-channel statistics, one to write y, the running statistics updated by the
+kernels; its backward ``batch_norm_backward`` is one pass for Σ g and Σ g·x̂ per channel and
+one to write dx. Eval batch norm is one pointwise launch (``batch_norm_affine``).
+``group_norm`` is the fused layer_norm over (sample, group) rows plus a per-channel affine step.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor
 from .creation import new_tensor
+from .pointwise import FLOATS, Pointwise
+from .pointwise import _vjp as _pointwise_vjp
 
 
 def _acc(dtype: D.DType) -> D.DType:
@@ -47,15 +51,17 @@ def _kernel(op: str, x: Tensor):
     return _dispatch.KERNELS.get((op, dev, x.dtype)) or _dispatch.lookup(op, dev, x.dtype)
 
 
-def _check_param(op: str, name: str, p, x: Tensor, shape) -> None:
+def _check_param(op: str, name: str, p, x: Tensor, shape, mixed: bool = False) -> None:
+    """``mixed``: float32 parameters are accepted with 16-bit inputs too (batch norm, as cuDNN)."""
     if p is None:
         return
     if not isinstance(p, Tensor):
         raise TypeError(f"{op}: {name} must be a Tensor or None, got {type(p).__name__}")
     if tuple(p.shape) != tuple(shape):
         raise RuntimeError(f"{op}: expected {name} of shape {list(shape)}, got {list(p.shape)}")
-    if p.dtype is not x.dtype:
-        raise RuntimeError(f"{op}: expected {name} of dtype {x.dtype} (the input's), got {p.dtype}")
+    if p.dtype is not x.dtype and not (mixed and p.dtype is _acc(x.dtype)):
+        also = f" or {_acc(x.dtype)}" if mixed and _acc(x.dtype) is not x.dtype else ""
+        raise RuntimeError(f"{op}: expected {name} of dtype {x.dtype} (the input's){also}, got {p.dtype}")
     if p.device != x.device:
         raise RuntimeError(f"{op}: expected {name} on {x.device} (the input's device), got {p.device}")
 
@@ -300,7 +306,7 @@ def _cross_entropy_backward_vjp(u, node):
     return (grad_g, grad_x, None, None, None)
 
 
-# ---- composites over reductions ----------------------------------------------------------------------------
+# ---- group_norm: a composite over the fused layer_norm -----------------------------------------------------
 def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None,
                eps: float = 1e-5) -> Tensor:
     """Normalize ``[N, C, *]`` over groups of ``C // num_groups`` channels (and all spatial
@@ -326,12 +332,26 @@ def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None, bia
     return y
 
 
+# ---- batch_norm --------------------------------------------------------------------------------------------
 def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
                weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
                momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
     """Normalize ``[N, C, *]`` per channel: with the batch's statistics when ``training`` (and
     then, as PyTorch, ``running = (1 - momentum) * running + momentum * batch`` in place, with
-    the *unbiased* batch variance), else with ``running_mean`` / ``running_var``. A composite."""
+    the *unbiased* batch variance), else with ``running_mean`` / ``running_var``.
+
+    Training is the fused primitive ``batch_norm`` (one pass for the statistics, one to write
+    y, the running statistics updated on the device: no host synchronization); its backward
+    is the fused ``batch_norm_backward``. Eval is one pointwise launch (``(x - mean) * a + b``
+    with ``a = weight / sqrt(var + eps)`` computed per channel). As PyTorch's cuDNN path,
+    16-bit inputs may come with float32 weight, bias and running statistics; the output has
+    the input's dtype.
+
+    Example::
+
+        >>> x, rm, rv = tk.randn(8, 3, 4, 4), tk.zeros(3), tk.ones(3)
+        >>> y = tk.nn.functional.batch_norm(x, rm, rv, training=True)
+    """
     if input.ndim < 2:
         raise RuntimeError(f"batch_norm: expected an input of shape [N, C, *], got {list(input.shape)}")
     if not input.dtype.is_floating_point:
@@ -341,41 +361,137 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
         if p is not None and tuple(p.shape) != (ch,):
             raise RuntimeError(f"batch_norm: expected {name} of shape [{ch}] (the input's channels; input shape "
                                f"{list(input.shape)}), got {list(p.shape)}")
-    _check_param("batch_norm", "weight", weight, input, (ch,))
-    _check_param("batch_norm", "bias", bias, input, (ch,))
-    dims = (0,) + tuple(range(2, input.ndim))
-    pshape = (1, ch) + (1,) * (input.ndim - 2)
+        if p is not None and (not p.dtype.is_floating_point or p.device != input.device):
+            raise RuntimeError(f"batch_norm: expected {name} of a floating dtype on {input.device} (the input's "
+                               f"device), got {p.dtype} on {p.device}")
+    _check_param("batch_norm", "weight", weight, input, (ch,), mixed=True)
+    _check_param("batch_norm", "bias", bias, input, (ch,), mixed=True)
     if training:
         count = input.numel() // ch if ch else 0
         if count <= 1:
             raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input size "
                              f"{list(input.shape)}")
-        mu = input.mean(dims, keepdim=True)
-        var = input.var(dims, keepdim=True, correction=0)
-        # the running statistics are buffers: updated from detached values, never differentiated
-        if running_mean is not None:
-            running_mean.mul_(1 - momentum).add_(mu.detach().reshape(ch).to(running_mean.dtype) * momentum)
-        if running_var is not None:
-            unbiased = var.detach().reshape(ch) * (count / (count - 1))
-            running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype) * momentum)
-    else:
-        if running_mean is None or running_var is None:
-            raise RuntimeError("batch_norm: running_mean and running_var are needed when not training")
-        mu = running_mean.to(input.dtype).reshape(pshape)
-        var = running_var.to(input.dtype).reshape(pshape)
-    # per channel, y = x * a + c with a = w * rstd, c = b - mean * a: the [C] math is tiny, and the
-    # full-size tensor sees two passes (mul, add) instead of four. 16-bit inputs subtract the mean
-    # first: x * a would round to 16 bits before the mean's share cancels.
-    a = (var + eps).rsqrt()
+        return _batch_norm_train(input, weight, bias, running_mean, running_var, momentum, eps)
+    if running_mean is None or running_var is None:
+        raise RuntimeError("batch_norm: running_mean and running_var are needed when not training")
+    # eval: the [C] math in the statistics' dtype (float32 for 16-bit inputs), one full-size pass
+    acc = _acc(input.dtype)
+    pshape = (1, ch) + (1,) * (input.ndim - 2)
+    a = (running_var.to(acc) + eps).rsqrt()
     if weight is not None:
-        a = a * weight.reshape(pshape)
-    if input.dtype in (D.float16, D.bfloat16):
-        y = (input - mu) * a
-        return y + bias.reshape(pshape) if bias is not None else y
-    c = -mu * a
-    if bias is not None:
-        c = c + bias.reshape(pshape)
-    return input * a + c
+        a = a * weight.to(acc)
+    shift = bias.reshape(pshape) if bias is not None else 0.0
+    return _bn_affine(input, running_mean.to(acc).reshape(pshape), a.reshape(pshape), shift)
+
+
+def _bn_affine_vjp(g, x, mean, a, b, out):
+    """Only the operands that want a gradient get one (mean is usually a running buffer)."""
+    want = lambda t: isinstance(t, Tensor) and t._requires_grad
+    ga = g * a
+    return (ga if want(x) else None, -ga if want(mean) else None, g * (x - mean) if want(a) else None,
+            g if want(b) else None)
+
+
+# eval batch norm's scale-and-shift: one launch of the pointwise codegen, broadcasting the [1, C, 1..]
+# per-channel operands; the input's dtype decides the result's (float32 parameters with 16-bit inputs)
+_bn_affine = Pointwise("batch_norm_affine", lambda m, x, mean, a, b: (x - mean) * a + b, dtypes=FLOATS,
+                       promote_args=(0,), vjp=_pointwise_vjp(_bn_affine_vjp))
+
+
+def _batch_norm_train(input, weight, bias, running_mean, running_var, momentum, eps):
+    """The fused training forward: ``y``, and the saved per-channel ``mean`` and ``invstd`` (in
+    the statistics' dtype) for backward. The kernel updates the running statistics in place
+    (a non-contiguous buffer through a contiguous copy, copied back); their versions are bumped
+    as any in-place op's. They are not differentiated (PyTorch: buffers)."""
+    x, weight, bias = input.contiguous(), _contiguous(weight), _contiguous(bias)
+    ch = x.shape[1]
+    dev = x._storage.device
+    acc = _acc(x.dtype)
+    outs = [new_tensor(x.shape, x.dtype, dev), new_tensor((ch,), acc, dev), new_tensor((ch,), acc, dev)]
+    bufs = [t if t is None or t.is_contiguous() else t.contiguous() for t in (running_mean, running_var)]
+    params = {"eps": float(eps), "momentum": float(momentum), "count": x.numel() // ch}
+    _kernel("batch_norm", x)(x, weight, bias, bufs[0], bufs[1], outs, params)
+    for buf, written in zip((running_mean, running_var), bufs):
+        if buf is not None:
+            if written is buf:
+                buf._bump_version()
+            else:
+                buf.copy_(written)
+    _notify("batch_norm", (x, weight, bias, running_mean, running_var), tuple(outs), params)
+    return outs[0]
+
+
+def _bn_dims(x: Tensor):
+    """(reduced dims, per-channel broadcast shape) of an ``[N, C, *]`` tensor."""
+    return (0,) + tuple(range(2, x.ndim)), (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+def _bn_stats(x: Tensor, eps: float):
+    """(x̂, invstd) as composites (differentiable: used when building a graph), in the
+    statistics' dtype."""
+    dims, _ = _bn_dims(x)
+    x = x.to(_acc(x.dtype))
+    c = x - x.mean(dims, keepdim=True)
+    r = ((c * c).mean(dims, keepdim=True) + eps).rsqrt()
+    return c * r, r
+
+
+def _bn_backward(g: Tensor, x: Tensor, w, mean, invstd, params) -> list:
+    """The backward primitive: ``[dx, Σ g·x̂, Σ g]`` (the last two per channel, statistics' dtype)."""
+    g = g.contiguous()
+    dev = x._storage.device
+    ch = x.shape[1]
+    acc = _acc(x.dtype)
+    outs = [new_tensor(x.shape, x.dtype, dev), new_tensor((ch,), acc, dev), new_tensor((ch,), acc, dev)]
+    _kernel("batch_norm_backward", x)(g, x, w, mean, invstd, outs, params)
+    _notify("batch_norm_backward", (g, x, w, mean, invstd), tuple(outs), params)
+    return outs
+
+
+@_dispatch.defvjp("batch_norm", inputs=(0, 1), outputs=(1, 2))
+def _batch_norm_vjp(g, node):
+    x, w = node.inputs[0], node.inputs[1]
+    _, mean, invstd = node.outputs
+    dx, dw, db = _bn_backward(g, x, w, mean, invstd, node.params)
+    if dx._requires_grad:           # a graph is being built: dweight / dbias differentiable too
+        dims, _ = _bn_dims(x)
+        dw = (g * _bn_stats(x, node.params["eps"])[0]).sum(dims)
+        db = g.sum(dims)
+    # the engine casts Σ g·x̂ and Σ g (statistics' dtype) to the parameters' dtypes
+    return (dx, dw if w is not None else None, db if node.shapes[2] is not None else None, None, None)
+
+
+@_dispatch.defvjp("batch_norm_backward", inputs=(0, 1, 2))
+def _batch_norm_backward_vjp(u, node):
+    """Gradients of ``dx = r · center(g w)`` (per channel, ``center(t) = t - mean(t) - x̂ mean(t x̂)``,
+    means over N and the spatial dims) with respect to g, x and w, given ``u``, the gradient of
+    dx: layer norm's formulas (``_norm_backward_vjp``) with the means taken per channel, and x̂, r
+    recomputed from x."""
+    g, x, w = node.inputs[0], node.inputs[1], node.inputs[2]
+    dims, pshape = _bn_dims(x)
+    n = x.numel() // x.shape[1]
+    xh, r = _bn_stats(x, node.params["eps"])
+    acc = xh.dtype
+    g2, u2 = g.to(acc), u.to(acc)
+    w1 = w.to(acc).reshape(pshape) if w is not None else None
+
+    def mean(t):
+        return t.mean(dims, keepdim=True)
+
+    def center(t):
+        return t - mean(t) - xh * mean(t * xh)
+
+    gy = g2 * w1 if w1 is not None else g2
+    b = mean(gy * xh)
+    dxr = gy - mean(gy) - xh * b
+    c = (u2 * xh).sum(dims, keepdim=True)
+    d = (u2 * dxr).sum(dims, keepdim=True)
+    v = -r * (b * u2 + c * gy / n)
+    grad_x = r * center(v) - d * r * r * xh / n
+    grad_gy = r * center(u2)
+    grad_g = grad_gy * w1 if w1 is not None else grad_gy
+    grad_w = (grad_gy * g2).sum(dims) if w is not None else None
+    return (grad_g, grad_x, grad_w, None, None)
 
 
 # ---- cross_entropy: PyTorch's functional form around the fused rows ------------------------------------------

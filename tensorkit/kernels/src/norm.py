@@ -272,3 +272,147 @@ def ce_bwd_kernel(g_ptr,          # [M] gradient of the per-row loss
             b = p * 0 + eps / C
         b = tl.where(off + cols == tc, b + (1 - eps) * wt, b)
         tl.store(dx_row + off + cols, g * (a * p - b), mask=mask)
+
+
+# ---- batch_norm ------------------------------------------------------------------------------------------------
+# x is [N, C, HW] (HW: the spatial dims, 1 for [N, C]). A program owns a block of channels and a run of
+# "items" (one sample's [BLOCK_C, BLOCK_HW] tile; items = N · ceil(HW / BLOCK_HW)), so the grid
+# (channel blocks, splits) fills the GPU whatever the shape. Forward, per channel, count = N · HW:
+#
+#     K = x[0, c, 0] (a shift: sums of x - K do not cancel catastrophically when |mean| >> std)
+#     mean = K + Σ (x - K) / count,  var = Σ (x - K)² / count - (mean - K)²,  invstd = 1 / sqrt(var + eps)
+#     y = (x - mean) · invstd · w + b
+#     running_mean = (1 - m) running_mean + m mean,  running_var = (1 - m) running_var + m var count / (count - 1)
+#
+# Backward, with x̂ = (x - mean) · invstd:
+#
+#     dw = Σ g · x̂,  db = Σ g,  dx = w · invstd · (g - db / count - x̂ · dw / count)
+#
+# Each direction is three launches: ``bn_stats_kernel`` writes per-program partial sums ([splits, C]),
+# ``bn_finalize_kernel`` reduces them per channel (and, forward, updates the running statistics),
+# ``bn_apply_kernel`` writes y or dx. Deterministic, no atomics.
+@triton.jit
+def _bn_tile(it, hw_blocks, chans, cmask, hws, C, HW, BLOCK_HW: tl.constexpr):
+    """(offsets, mask) of work item ``it``: sample n, spatial block hb, the program's channels."""
+    n = (it // hw_blocks).to(tl.int64)
+    h = (it % hw_blocks) * BLOCK_HW + hws
+    mask = cmask[:, None] & (h < HW)[None, :]
+    return (n * C + chans[:, None]) * HW + h[None, :], mask
+
+
+@triton.jit
+def bn_stats_kernel(x_ptr,        # [N, C, HW] contiguous input
+                    g_ptr,        # [N, C, HW] gradient of y (read if BWD)
+                    mean_ptr,     # [C] saved mean (read if BWD)
+                    part_ptr,     # [2, splits, C] partial sums, accumulator dtype: Σ (x - K), Σ (x - K)²;
+                                  # backward Σ g, Σ g (x - mean)
+                    C, HW, items, per, hw_blocks, splits,
+                    BWD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    s = tl.program_id(1)
+    chans = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = chans < C
+    hws = tl.arange(0, BLOCK_HW)
+    if BWD:
+        k = tl.load(mean_ptr + chans, mask=cmask, other=0)
+    else:
+        k = _acc(tl.load(x_ptr + chans.to(tl.int64) * HW, mask=cmask, other=0))
+    s1 = _acc(tl.zeros([BLOCK_C, BLOCK_HW], x_ptr.dtype.element_ty))
+    s2 = s1 * 0
+    first = s * per
+    last = tl.minimum(first + per, items)
+    for i in range(0, last - first):
+        off, mask = _bn_tile(first + i, hw_blocks, chans, cmask, hws, C, HW, BLOCK_HW)
+        d = tl.where(mask, _acc(tl.load(x_ptr + off, mask=mask, other=0)) - k[:, None], 0)
+        if BWD:
+            g = _acc(tl.load(g_ptr + off, mask=mask, other=0))
+            s1 += g
+            s2 += g * d
+        else:
+            s1 += d
+            s2 += d * d
+    tl.store(part_ptr + s * C + chans, _tl_sum(s1, 1), mask=cmask)
+    tl.store(part_ptr + (splits + s) * C + chans, _tl_sum(s2, 1), mask=cmask)
+
+
+@triton.jit
+def bn_finalize_kernel(x_ptr,         # [N, C, HW] input (forward: the shift K, its first element per channel)
+                       part_ptr,      # [2, splits, C] partial sums from bn_stats_kernel
+                       mean_ptr,      # [C] forward: saved mean (written); backward: unused
+                       stat_ptr,      # [C] forward: saved invstd (written); backward: invstd (read)
+                       out1_ptr,      # [C] backward: Σ g · x̂ (written)
+                       out2_ptr,      # [C] backward: Σ g (written)
+                       rm_ptr,        # [C] running mean (updated in place if HAS_RM), any float dtype
+                       rv_ptr,        # [C] running variance (updated in place if HAS_RV)
+                       C, HW, splits, count, eps, momentum,
+                       BWD: tl.constexpr, HAS_RM: tl.constexpr, HAS_RV: tl.constexpr,
+                       BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+    chans = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = chans < C
+    rows = tl.arange(0, BLOCK_S)
+    a1 = tl.zeros([BLOCK_S, BLOCK_C], part_ptr.dtype.element_ty)
+    a2 = a1 * 0
+    for s0 in range(0, splits, BLOCK_S):
+        mask = ((s0 + rows) < splits)[:, None] & cmask[None, :]
+        off = (s0 + rows)[:, None] * C + chans[None, :]
+        a1 += tl.load(part_ptr + off, mask=mask, other=0)
+        a2 += tl.load(part_ptr + splits * C + off, mask=mask, other=0)
+    t1 = _tl_sum(a1, 0)
+    t2 = _tl_sum(a2, 0)
+    if BWD:
+        tl.store(out1_ptr + chans, t2 * tl.load(stat_ptr + chans, mask=cmask), mask=cmask)
+        tl.store(out2_ptr + chans, t1, mask=cmask)
+    else:
+        k = _acc(tl.load(x_ptr + chans.to(tl.int64) * HW, mask=cmask, other=0))
+        dm = t1 / count
+        var = tl.maximum(t2 / count - dm * dm, 0)
+        mean = k + dm
+        tl.store(mean_ptr + chans, mean, mask=cmask)
+        tl.store(stat_ptr + chans, 1 / tl.sqrt(var + eps), mask=cmask)
+        if HAS_RM:
+            rm = tl.load(rm_ptr + chans, mask=cmask).to(mean.dtype)
+            tl.store(rm_ptr + chans, (1 - momentum) * rm + momentum * mean, mask=cmask)
+        if HAS_RV:
+            rv = tl.load(rv_ptr + chans, mask=cmask).to(mean.dtype)
+            tl.store(rv_ptr + chans, (1 - momentum) * rv + momentum * (var * (count / (count - 1))), mask=cmask)
+
+
+@triton.jit
+def bn_apply_kernel(x_ptr,        # [N, C, HW] input
+                    g_ptr,        # [N, C, HW] gradient of y (read if BWD)
+                    out_ptr,      # [N, C, HW] y, or dx if BWD; the input's dtype
+                    mean_ptr,     # [C] saved mean
+                    invstd_ptr,   # [C] saved invstd
+                    w_ptr,        # [C] weight (read if HAS_W)
+                    b_ptr,        # [C] bias (read if HAS_B and not BWD)
+                    s1_ptr,       # [C] Σ g · x̂ (read if BWD)
+                    s2_ptr,       # [C] Σ g (read if BWD)
+                    C, HW, items, per, hw_blocks, count,
+                    BWD: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+                    BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    s = tl.program_id(1)
+    chans = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = chans < C
+    hws = tl.arange(0, BLOCK_HW)
+    mean = tl.load(mean_ptr + chans, mask=cmask, other=0)[:, None]
+    r = tl.load(invstd_ptr + chans, mask=cmask, other=0)[:, None]
+    a = r
+    if HAS_W:
+        a = a * _acc(tl.load(w_ptr + chans, mask=cmask, other=0))[:, None]
+    if BWD:
+        c1 = tl.load(s2_ptr + chans, mask=cmask, other=0)[:, None] / count
+        c2 = tl.load(s1_ptr + chans, mask=cmask, other=0)[:, None] / count
+    else:
+        c1 = mean * 0
+        if HAS_B:
+            c1 += _acc(tl.load(b_ptr + chans, mask=cmask, other=0))[:, None]
+    first = s * per
+    last = tl.minimum(first + per, items)
+    for i in range(0, last - first):
+        off, mask = _bn_tile(first + i, hw_blocks, chans, cmask, hws, C, HW, BLOCK_HW)
+        xc = _acc(tl.load(x_ptr + off, mask=mask, other=0)) - mean
+        if BWD:
+            g = _acc(tl.load(g_ptr + off, mask=mask, other=0))
+            out = a * (g - c1 - xc * r * c2)
+        else:
+            out = xc * a + c1
+        tl.store(out_ptr + off, out, mask=mask)
