@@ -152,6 +152,177 @@ def test_batch_norm_without_running_stats_and_on_cuda():
     _compare_module(_load(tk.nn.BatchNorm1d(2), theirs, "cuda"), theirs, x_np[:, :, 0, 0], "cuda")
 
 
+# ---- batch_norm: the fused training primitive, eval's pointwise launch ---------------------------------------------
+def _bn_pair(arrays, device, dtype=None):
+    """(torch tensors, tensorkit tensors) of the same values; ``dtype`` for the first (the input)."""
+    theirs = [torch.tensor(a) for a in arrays]
+    ours = [tk.tensor(a, device=device) for a in arrays]
+    if dtype is not None:
+        theirs[0] = theirs[0].to(getattr(torch, dtype))
+        ours[0] = ours[0].to(getattr(tk, dtype))
+    return theirs, ours
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (3, 3, 2, 4)], ids=["[N, C]", "[N, C, L]", "[N, C, H, W]"])
+def test_batch_norm_training_steps_match_torch(shape, device):
+    """Three training steps of F.batch_norm (momentum 0.1, then 0.3, then 1.0): output, gradients
+    of input, weight and bias, and the running statistics (updated in place, version bumped;
+    the variance unbiased), then eval with them, forward and backward."""
+    rng = np.random.default_rng(0)
+    c = shape[1]
+    w_np, b_np = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    (trm, trv), (rm, rv) = _bn_pair([np.zeros(c, np.float32), np.ones(c, np.float32)], device)
+    for step, momentum in enumerate((0.1, 0.3, 1.0)):
+        x_np = (rng.standard_normal(shape) * 3 + 5).astype(np.float32)       # |mean| > std
+        g_np = rng.standard_normal(shape).astype(np.float32)
+        (tx, tw, tb), (x, w, b) = _bn_pair([x_np, w_np, b_np], device)
+        for t in (tx, tw, tb, x, w, b):
+            t.requires_grad_()
+        yt = torch.nn.functional.batch_norm(tx, trm, trv, tw, tb, True, momentum, 1e-5)
+        yt.backward(torch.tensor(g_np))
+        version = rm._version
+        y = tk.nn.functional.batch_norm(x, rm, rv, w, b, True, momentum, 1e-5)
+        assert rm._version > version and y.device.type == device
+        y.backward(tk.tensor(g_np, device=device))
+        assert_close(y.cpu(), yt.detach().numpy(), rtol=1e-5, atol=1e-5, msg=f"step {step}: output")
+        for name, o, t in (("input", x, tx), ("weight", w, tw), ("bias", b, tb)):
+            assert_close(o.grad.cpu(), t.grad.numpy(), rtol=1e-4, atol=1e-5, msg=f"step {step}: grad of {name}")
+        assert_close(rm.cpu(), trm.numpy(), rtol=1e-6, atol=1e-6, msg=f"step {step}: running_mean")
+        assert_close(rv.cpu(), trv.numpy(), rtol=1e-6, atol=1e-6, msg=f"step {step}: running_var")
+    (tx, tw, tb), (x, w, b) = _bn_pair([x_np, w_np, b_np], device)
+    for t in (tx, tw, tb, x, w, b):
+        t.requires_grad_()
+    yt = torch.nn.functional.batch_norm(tx, trm, trv, tw, tb, False)
+    yt.backward(torch.tensor(g_np))
+    before = rm.cpu().numpy().copy()
+    y = tk.nn.functional.batch_norm(x, rm, rv, w, b, False)
+    y.backward(tk.tensor(g_np, device=device))
+    assert np.array_equal(rm.cpu().numpy(), before), "eval must not update the running statistics"
+    assert_close(y.cpu(), yt.detach().numpy(), rtol=1e-5, atol=1e-5, msg="eval output")
+    for name, o, t in (("input", x, tx), ("weight", w, tw), ("bias", b, tb)):
+        assert_close(o.grad.cpu(), t.grad.numpy(), rtol=1e-4, atol=1e-5, msg=f"eval grad of {name}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batch_norm_momentum_none_is_the_cumulative_average(device):
+    """BatchNorm's momentum=None: factor 1 / num_batches_tracked, so after k steps the running
+    mean is the plain average of the k batch means (PyTorch's module semantics)."""
+    torch.manual_seed(0)
+    theirs = torch.nn.BatchNorm1d(3, momentum=None)
+    ours = _load(tk.nn.BatchNorm1d(3, momentum=None), theirs, device)
+    rng = np.random.default_rng(0)
+    means = []
+    for _ in range(3):
+        x_np = (rng.standard_normal((5, 3, 2)) + rng.standard_normal(3)[:, None] * 4).astype(np.float32)
+        means.append(x_np.mean((0, 2)))
+        theirs(torch.tensor(x_np))
+        ours(tk.tensor(x_np, device=device))
+    for name in ("running_mean", "running_var"):
+        assert_close(getattr(ours, name).cpu(), getattr(theirs, name).numpy(), rtol=1e-5, atol=1e-6, msg=name)
+    assert_close(ours.running_mean.cpu(), np.mean(means, 0), rtol=1e-5, atol=1e-6, msg="cumulative average")
+    assert int(ours.num_batches_tracked.item()) == 3
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_batch_norm_half_input_with_float32_parameters(dtype, device):
+    """cuDNN's (and autocast's) mix: 16-bit input, float32 weight, bias and running statistics.
+    The output and the input's gradient are in the input's dtype, the parameters' gradients and
+    the running statistics in float32; all match PyTorch's CPU kernel on the same values."""
+    rng = np.random.default_rng(0)
+    shape, c = (4, 3, 2, 3), 3
+    x_np = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
+    g_np = rng.standard_normal(shape).astype(np.float32)
+    arrays = [x_np, rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32),
+              np.zeros(c, np.float32), np.ones(c, np.float32)]
+    (tx, tw, tb, trm, trv), (x, w, b, rm, rv) = _bn_pair(arrays, device, dtype)
+    for t in (tx, tw, tb, x, w, b):
+        t.requires_grad_()
+    yt = torch.nn.functional.batch_norm(tx, trm, trv, tw, tb, True)
+    yt.backward(torch.tensor(g_np).to(yt.dtype))
+    y = tk.nn.functional.batch_norm(x, rm, rv, w, b, True)
+    y.backward(tk.tensor(g_np, device=device).to(y.dtype))
+    assert y.dtype is getattr(tk, dtype) and x.grad.dtype is y.dtype and w.grad.dtype is tk.float32
+    tol = 3e-2 if dtype == "bfloat16" else 4e-3         # PyTorch's rounding differs (see the op table)
+    assert_close(y.cpu().float(), yt.detach().float().numpy(), rtol=tol, atol=tol, msg="output")
+    assert_close(x.grad.cpu().float(), tx.grad.float().numpy(), rtol=tol, atol=tol, msg="grad of input")
+    for name, o, t in (("weight", w, tw), ("bias", b, tb), ("running_mean", rm, trm), ("running_var", rv, trv)):
+        o = o.grad if name in ("weight", "bias") else o
+        t = t.grad if name in ("weight", "bias") else t
+        assert_close(o.cpu(), t.numpy(), rtol=1e-3, atol=1e-3, msg=name)
+    ye = tk.nn.functional.batch_norm(x.detach(), rm, rv, w.detach(), b.detach(), False)
+    yte = torch.nn.functional.batch_norm(tx.detach(), trm, trv, tw.detach(), tb.detach(), False)
+    assert ye.dtype is getattr(tk, dtype)
+    assert_close(ye.cpu().float(), yte.float().numpy(), rtol=tol, atol=tol, msg="eval output")
+
+
+def test_batch_norm_double_backward():
+    """gradgradcheck (float64) through the fused backward's composite VJP, and the second-order
+    gradients vs PyTorch's."""
+    rng = np.random.default_rng(0)
+    arrays = rng.standard_normal((4, 3, 2)) * 2 + 1, rng.standard_normal(3), rng.standard_normal(3)
+    ours = [tk.tensor(a, requires_grad=True) for a in arrays]
+    assert tk.autograd.gradgradcheck(lambda x, w, b: tk.nn.functional.batch_norm(x, None, None, w, b, True), ours)
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    yt = torch.nn.functional.batch_norm(theirs[0], None, None, theirs[1], theirs[2], True)
+    gt = torch.autograd.grad((yt * yt.detach().sin()).sum(), theirs, create_graph=True)
+    sum(g.square().sum() for g in gt).backward()
+    y = tk.nn.functional.batch_norm(ours[0], None, None, ours[1], ours[2], True)
+    g = tk.autograd.grad((y * y.detach().sin()).sum(), ours, create_graph=True)
+    sum(t.square().sum() for t in g).backward()
+    for o, t in zip(ours, theirs):          # the bias's gradient does not depend on the bias: None in torch
+        expected = t.grad.numpy() if t.grad is not None else np.zeros(t.shape)
+        assert_close(o.grad if o.grad is not None else tk.zeros(o.shape, dtype=o.dtype), expected,
+                     msg="second-order gradient")
+
+
+def test_batch_norm_split_tiles_on_the_gpu_path(monkeypatch):
+    """Tiles smaller than a sample's channel (several spatial blocks, a partial last one), several
+    channel blocks and splits, and a finalize sweeping its partial sums in several steps
+    (thresholds lowered so the interpreter stays fast): forward, running statistics, backward."""
+    monkeypatch.setattr(gpu_norm, "BN_TILE", 8)
+    monkeypatch.setattr(gpu_norm, "BN_HW_MAX", 4)
+    monkeypatch.setattr(gpu_norm, "BN_PROGRAMS", 16)
+    monkeypatch.setattr(gpu_norm, "BN_FIN_S", 2)
+    monkeypatch.setattr(gpu_norm, "BN_FIN_C", 2)
+    plan = gpu_norm._bn_plan(tk.empty(5, 3, 7))
+    assert plan["hw_blocks"] == 2 and plan["cblocks"] == 2 and plan["splits"] > 2
+    rng = np.random.default_rng(0)
+    for shape in ((5, 3, 7), (9, 5)):
+        c = shape[1]
+        arrays = [(rng.standard_normal(shape) * 2 - 3).astype(np.float32), rng.standard_normal(c).astype(np.float32),
+                  rng.standard_normal(c).astype(np.float32), np.zeros(c, np.float32), np.ones(c, np.float32)]
+        (tx, tw, tb, trm, trv), (x, w, b, rm, rv) = _bn_pair(arrays, "cuda")
+        for t in (tx, tw, tb, x, w, b):
+            t.requires_grad_()
+        yt = torch.nn.functional.batch_norm(tx, trm, trv, tw, tb, True, 0.2)
+        (yt * yt).sum().backward()
+        y = tk.nn.functional.batch_norm(x, rm, rv, w, b, True, 0.2)
+        (y * y).sum().backward()
+        assert_close(y.cpu(), yt.detach().numpy(), rtol=1e-5, atol=1e-5, msg=f"{shape} output")
+        for name, o, t in (("input", x.grad, tx.grad), ("weight", w.grad, tw.grad), ("bias", b.grad, tb.grad),
+                           ("running_mean", rm, trm), ("running_var", rv, trv)):
+            assert_close(o.cpu(), t.numpy(), rtol=1e-4, atol=1e-5, msg=f"{shape} {name}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batch_norm_strided_running_buffers_are_updated_in_place(device):
+    """Running statistics that are views with a step: updated through a contiguous copy,
+    written back into the caller's memory."""
+    x_np = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
+    store = tk.zeros(4, device=device)
+    rm = store[::2]
+    tk.nn.functional.batch_norm(tk.tensor(x_np, device=device), rm, None, training=True, momentum=0.5)
+    expected = np.zeros(4, np.float32)
+    expected[::2] = 0.5 * x_np.mean((0, 2))
+    assert_close(store.cpu(), expected, rtol=1e-6, atol=1e-6, msg="strided running_mean")
+    with pytest.raises(RuntimeError, match=r"batch_norm: expected weight of dtype tk.bfloat16 \(the input's\) or "
+                                           r"tk.float32, got tk.float64"):
+        tk.nn.functional.batch_norm(tk.randn(4, 2, device=device).to(tk.bfloat16), None, None,
+                                    tk.ones(2, dtype=tk.float64, device=device), training=True)
+
+
 def test_cross_entropy_module_paths_match_torch():
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((3, 4, 2))
