@@ -51,6 +51,8 @@ from .autograd import (enable_grad, inference_mode, is_grad_enabled, is_inferenc
                        set_grad_enabled)
 from . import nn
 from . import optim
+from . import amp
+from .amp import autocast, get_autocast_dtype, is_autocast_enabled
 from . import serialization
 from . import utils
 from .serialization import load, save

@@ -17,6 +17,7 @@ import numpy as np
 from .. import dtypes as D
 from .. import functional as _T
 from .._tensor import Tensor
+from ..amp.autocast import autocast_to
 from ..ops import creation as _C
 from ..ops import indexing as _I
 from ..ops import linalg as _L
@@ -39,6 +40,7 @@ def _apply_inplace(input: Tensor, result: Tensor, inplace: bool) -> Tensor:
 
 
 # ---- linear --------------------------------------------------------------------------------------------------------
+@autocast_to("lower")
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``input @ weight.T + bias``: ``input`` is ``(*, in_features)``, ``weight`` is
     ``(out_features, in_features)``, the result ``(*, out_features)``.
@@ -59,6 +61,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return out if bias is None else out + bias
 
 
+@autocast_to("promote")
 def bilinear(input1: Tensor, input2: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``y[..., k] = input1 @ weight[k] @ input2 + bias[k]``: ``weight`` is ``(out, in1, in2)``,
     inputs ``(*, in1)`` and ``(*, in2)`` with the same leading dims."""
@@ -133,11 +136,13 @@ def _softplus_neg(x: Tensor) -> Tensor:
     return _T.where(pos, _T.log1p(_T.exp(-xp)), _T.log1p(_T.exp(xn)) - xn)
 
 
+@autocast_to("keep")
 def logsigmoid(input: Tensor) -> Tensor:
     """``log(sigmoid(input))``, computed stably."""
     return -_softplus_neg(input)
 
 
+@autocast_to("float32", ("cuda",))
 def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     """``log(1 + exp(beta * x)) / beta``; where ``beta * x > threshold``, ``x`` itself (as PyTorch)."""
     bx = input * beta
@@ -149,6 +154,7 @@ def silu(input: Tensor, inplace: bool = False) -> Tensor:
     return _apply_inplace(input, input * _T.sigmoid(input), inplace)
 
 
+@autocast_to("keep")
 def mish(input: Tensor, inplace: bool = False) -> Tensor:
     """``x * tanh(softplus(x))``."""
     return _apply_inplace(input, input * _T.tanh(softplus(input)), inplace)
@@ -190,6 +196,7 @@ def glu(input: Tensor, dim: int = -1) -> Tensor:
     return a * _T.sigmoid(b)
 
 
+@autocast_to("lower")
 def prelu(input: Tensor, weight: Tensor) -> Tensor:
     """``x`` where positive, else ``weight * x``; ``weight`` has one element or one per channel (dim 1)."""
     if weight.numel() != 1:
@@ -327,12 +334,14 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
 
 
 # ---- distances -----------------------------------------------------------------------------------------------------
+@autocast_to("float32", ("cuda",))
 def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out=None) -> Tensor:
     """``input / max(||input||_p, eps)`` along ``dim``."""
     r = input / _T.clamp(_R.norm(input, p, dim, keepdim=True), min=eps)
     return r if out is None else out.copy_(r)
 
 
+@autocast_to("float32", ("cuda",))
 def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
     """``x1 . x2 / max(||x1|| ||x2||, eps)`` along ``dim`` (broadcasting)."""
     n1 = _R.norm(x1, 2, dim)
@@ -605,6 +614,7 @@ def _check_same_size(name: str, input: Tensor, target: Tensor) -> None:
                       f"Please ensure they have the same size.", stacklevel=3)
 
 
+@autocast_to("float32")
 def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean",
              weight: Tensor | None = None) -> Tensor:
     """``(input - target)^2``, reduced."""
@@ -615,6 +625,7 @@ def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, redu
     return _reduce(loss if weight is None else loss * weight, reduction)
 
 
+@autocast_to("float32")
 def l1_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean",
             weight: Tensor | None = None) -> Tensor:
     """``|input - target|``, reduced."""
@@ -624,6 +635,7 @@ def l1_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, reduc
     return _reduce(loss if weight is None else loss * weight, reduction)
 
 
+@autocast_to("float32")
 def smooth_l1_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean",
                    beta: float = 1.0) -> Tensor:
     """``0.5 d^2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta`` (``d = input - target``)."""
@@ -637,6 +649,7 @@ def smooth_l1_loss(input: Tensor, target: Tensor, size_average=None, reduce=None
     return _reduce(_T.where(z < beta, z * z * (0.5 / beta), z - 0.5 * beta), reduction)
 
 
+@autocast_to("float32")
 def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0,
                weight: Tensor | None = None) -> Tensor:
     """``0.5 d^2`` where ``|d| < delta``, else ``delta (|d| - 0.5 delta)``."""
@@ -671,6 +684,7 @@ def _pick_classes(logp: Tensor, target: Tensor, class_dim: int, name: str) -> Te
         raise IndexError(f"{name}: a target is out of bounds for {logp.shape[class_dim]} classes ({e})") from None
 
 
+@autocast_to("float32")
 def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average=None,
              ignore_index: int = -100, reduce=None, reduction: str = "mean") -> Tensor:
     """``-weight[t] * input[t]`` for each sample's target class ``t`` (``input`` holds
@@ -726,6 +740,7 @@ def _safe_log(x: Tensor) -> Tensor:
     return _T.where(pos, _T.clamp(_T.log(_T.where(pos, x, 1.0)), min=-100.0), -100.0)
 
 
+@autocast_to("float32")
 def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average=None,
                          reduce=None, reduction: str = "mean") -> Tensor:
     """``-(t log(x) + (1 - t) log(1 - x))`` for probabilities ``input``; the logs are clamped
@@ -745,6 +760,7 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = 
     return _reduce(loss if weight is None else loss * weight, reduction)
 
 
+@autocast_to("float32")
 def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,
                                      size_average=None, reduce=None, reduction: str = "mean",
                                      pos_weight: Tensor | None = None) -> Tensor:
@@ -763,6 +779,7 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tens
     return _reduce(loss if weight is None else loss * weight, reduction)
 
 
+@autocast_to("float32")
 def kl_div(input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean",
            log_target: bool = False) -> Tensor:
     """``target * (log(target) - input)`` pointwise (``input`` holds log-probabilities; with
@@ -784,6 +801,7 @@ def kl_div(input: Tensor, target: Tensor, size_average=None, reduce=None, reduct
     return _reduce(loss, reduction)
 
 
+@autocast_to("float32")
 def poisson_nll_loss(input: Tensor, target: Tensor, log_input: bool = True, full: bool = False, size_average=None,
                      eps: float = 1e-8, reduce=None, reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of ``target ~ Poisson(exp(input))`` (``log_input``) or ``Poisson(input)``."""

@@ -17,6 +17,7 @@ import math
 from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor
+from ..amp.autocast import autocast_to
 from .creation import new_tensor
 
 FLASH_MAX_HEAD_DIM = 256         # the fused kernel holds a [BLOCK_M, head_dim] accumulator per program
@@ -38,6 +39,7 @@ def _causal(lq: int, s: int, device) -> Tensor:
     return arange(s, device=device).unsqueeze(0) > arange(lq, device=device).unsqueeze(1)
 
 
+@autocast_to("lower")
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
                                  dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
                                  enable_gqa: bool = False) -> Tensor:
@@ -99,6 +101,7 @@ def _as_additive(mask: Tensor | None, dtype) -> Tensor | None:
     return mask.to(dtype)
 
 
+@autocast_to("lower")      # PyTorch: _native_multi_head_attention (CPU); linear + attention (CUDA)
 def multi_head_attention_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: int, num_heads: int,
                                  in_proj_weight: Tensor | None, in_proj_bias: Tensor | None,
                                  bias_k: Tensor | None, bias_v: Tensor | None, add_zero_attn: bool,

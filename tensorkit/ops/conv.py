@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 from .. import _dispatch
 from .._tensor import Tensor
+from ..amp.autocast import autocast_to
 from .creation import new_tensor
 
 
@@ -213,6 +214,7 @@ def _batched(op: str, x: Tensor, w: Tensor, dims: int) -> tuple[Tensor, bool]:
     return (x, False) if x.ndim == dims + 2 else (x.unsqueeze(0), True)
 
 
+@autocast_to("lower")
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
            groups: int = 1) -> Tensor:
     """2-D convolution (cross-correlation, as in PyTorch) of ``input`` (N, C, H, W) or (C, H, W)
@@ -236,6 +238,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
     return y.squeeze(0) if unbatched else y
 
 
+@autocast_to("lower")
 def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
            groups: int = 1) -> Tensor:
     """1-D convolution of ``input`` (N, C, L) or (C, L) with ``weight`` (O, C / groups, k): ``conv2d``
@@ -248,6 +251,7 @@ def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
     return y.squeeze(0) if unbatched else y
 
 
+@autocast_to("lower")
 def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
                      output_padding=0, groups: int = 1, dilation=1) -> Tensor:
     """2-D transposed convolution ("deconvolution") of ``input`` (N, C, H, W) with ``weight``

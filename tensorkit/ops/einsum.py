@@ -12,6 +12,7 @@ from collections import Counter
 
 from .. import dtypes as D
 from .._tensor import Tensor
+from ..amp.autocast import autocast_to
 from .linalg import matmul
 
 
@@ -87,6 +88,7 @@ def _contract(x: Tensor, xl: list, y: Tensor, yl: list, keep: set) -> tuple[Tens
     return matmul(a, b).reshape([size[l] for l in out]), out
 
 
+@autocast_to("lower")
 def einsum(equation: str, *operands: Tensor) -> Tensor:
     """Sum of products of the operands' elements, as described by ``equation`` (Einstein notation).
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor
+from ..amp.autocast import autocast_to
 from .creation import empty, resize_out
 from .pointwise import broadcast_shapes
 
@@ -21,6 +22,7 @@ def _check(op: str, a: Tensor, b: Tensor) -> None:
         raise RuntimeError(f"{op}: both arguments need at least 1 dimension, got {a.ndim}D and {b.ndim}D")
 
 
+@autocast_to("lower")
 def matmul(input: Tensor, other: Tensor, *, out: Tensor | None = None) -> Tensor:
     """Matrix product with PyTorch's rules: 1-D x 1-D is a dot product, a 1-D operand is
     treated as a row (left) or column (right) vector and that dim is dropped, and leading
@@ -55,6 +57,7 @@ def matmul(input: Tensor, other: Tensor, *, out: Tensor | None = None) -> Tensor
     return r
 
 
+@autocast_to("lower")
 def mm(input: Tensor, mat2: Tensor, *, out=None) -> Tensor:
     """Product of two matrices."""
     _check("mm", input, mat2)
@@ -63,6 +66,7 @@ def mm(input: Tensor, mat2: Tensor, *, out=None) -> Tensor:
     return matmul(input, mat2, out=out)
 
 
+@autocast_to("lower")
 def bmm(input: Tensor, mat2: Tensor, *, out=None) -> Tensor:
     """Batched product of (b, n, k) and (b, k, m); batch sizes must match (no broadcasting)."""
     _check("bmm", input, mat2)
@@ -73,6 +77,7 @@ def bmm(input: Tensor, mat2: Tensor, *, out=None) -> Tensor:
     return matmul(input, mat2, out=out)
 
 
+@autocast_to("lower", ("cuda",))
 def mv(input: Tensor, vec: Tensor, *, out=None) -> Tensor:
     """Matrix-vector product."""
     _check("mv", input, vec)
@@ -81,6 +86,7 @@ def mv(input: Tensor, vec: Tensor, *, out=None) -> Tensor:
     return matmul(input, vec, out=out)
 
 
+@autocast_to("promote")
 def dot(input: Tensor, other: Tensor, *, out=None) -> Tensor:
     """Inner product of two 1-D tensors of the same size."""
     _check("dot", input, other)
@@ -106,6 +112,7 @@ def outer(input: Tensor, vec2: Tensor) -> Tensor:
 ger = outer
 
 
+@autocast_to("lower")
 def addmm(input: Tensor, mat1: Tensor, mat2: Tensor, *, beta=1, alpha=1, out=None) -> Tensor:
     """``beta * input + alpha * (mat1 @ mat2)``."""
     p = mm(mat1, mat2)
@@ -121,12 +128,14 @@ def addmm(input: Tensor, mat1: Tensor, mat2: Tensor, *, beta=1, alpha=1, out=Non
     return r
 
 
+@autocast_to("lower", ("cuda",))
 def addmv(input, mat, vec, *, beta=1, alpha=1):
     p = mv(mat, vec)
     p = p * alpha if alpha != 1 else p
     return p if beta == 0 else p + (input if beta == 1 else input * beta)
 
 
+@autocast_to("lower")
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     p = bmm(batch1, batch2)
     p = p * alpha if alpha != 1 else p

@@ -32,6 +32,7 @@ import math
 from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor
+from ..amp.autocast import autocast_to
 from .creation import new_tensor
 from .pointwise import FLOATS, Pointwise
 from .pointwise import _vjp as _pointwise_vjp
@@ -86,6 +87,7 @@ def _notify(op, inputs, outputs, params):
 
 
 # ---- layer_norm / rms_norm --------------------------------------------------------------------------
+@autocast_to("float32", ("cuda",), otherwise="mixed")
 def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None,
                eps: float = 1e-5) -> Tensor:
     """``(x - mean) / sqrt(var + eps) * weight + bias`` over the last ``len(normalized_shape)``
@@ -110,6 +112,7 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bi
     return outs[0]
 
 
+@autocast_to("float32", ("cuda",), otherwise="mixed")
 def rms_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, eps: float | None = None) -> Tensor:
     """``x / sqrt(mean(x**2) + eps) * weight`` over the last ``len(normalized_shape)`` dims;
     ``eps`` defaults to the dtype's machine epsilon, as PyTorch's."""
@@ -307,6 +310,7 @@ def _cross_entropy_backward_vjp(u, node):
 
 
 # ---- group_norm: a composite over the fused layer_norm -----------------------------------------------------
+@autocast_to("float32", ("cuda",), otherwise="mixed")
 def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None,
                eps: float = 1e-5) -> Tensor:
     """Normalize ``[N, C, *]`` over groups of ``C // num_groups`` channels (and all spatial
@@ -495,6 +499,7 @@ def _batch_norm_backward_vjp(u, node):
 
 
 # ---- cross_entropy: PyTorch's functional form around the fused rows ------------------------------------------
+@autocast_to("float32")
 def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, ignore_index: int = -100,
                   reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     """Cross-entropy of logits ``input`` (``[C]``, ``[N, C]`` or ``[N, C, d1, ...]``) against class

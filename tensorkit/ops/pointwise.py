@@ -13,6 +13,7 @@ import math
 
 from .. import _dispatch
 from .. import dtypes as D
+from ..amp.autocast import active as _autocast_active, cast_pointwise, mark_pointwise
 from .._tensor import Tensor
 from ..kernels.codegen import Node, Program
 from .creation import new_tensor, resize_out
@@ -62,6 +63,7 @@ class Pointwise:
         self.check = check                     # check(common_dtype, args) -> raises on bad input
         self.any_cast = any_cast               # may write into any dtype (copy/cast)
         self.vjp = vjp                         # _dispatch.VJP from _vjp(...): the backward
+        self.autocast = None                   # (policy, device types) under tk.autocast (amp/autocast.py)
         if vjp is not None:
             _dispatch.VJPS[name] = vjp
         self._programs: dict = {}
@@ -105,6 +107,8 @@ class Pointwise:
         """Run on tensors / Python numbers. ``out=``: PyTorch's out argument (resized if its
         shape differs). ``_into``: write into this tensor, which the inputs broadcast to
         (in-place ops and ``copy_``)."""
+        if _autocast_active[0] and self.autocast is not None and out is None and _into is None:
+            args = cast_pointwise(self.autocast, args)
         if out is None and _into is None and len(args) == self.nin and isinstance(args[0], Tensor):
             # the common eager call: tensors of one shape on one device, or Python numbers
             first = args[0]
@@ -431,5 +435,10 @@ where = Pointwise("where", lambda m, c, a, b: m.where(c != 0, a, b), promote_arg
                   vjp=_vjp(_where_vjp, inputs=(0,)))
 # copy/cast: an identity body; the result dtype is the destination's (see ops.creation.copy_).
 copy = Pointwise("copy", lambda m, x: x, any_cast=True, vjp=_vjp(lambda g, x, out: (g,), False))
+
+# autocast (tensorkit.amp): PyTorch's CUDA float32 list; 2 / x and reciprocal are __rtruediv__
+mark_pointwise("float32", ("cuda",), acos, asin, cosh, sinh, tan, exp, expm1, log, log2, log10, log1p, rsqrt, pow)
+mark_pointwise("rdiv", ("cuda",), div)
+mark_pointwise("promote", ("cuda", "cpu"), atan2)
 
 __all__ = [n for n, v in globals().items() if isinstance(v, Pointwise)]

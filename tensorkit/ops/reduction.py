@@ -15,6 +15,7 @@ from collections import namedtuple
 from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor, _wrap_dim
+from ..amp.autocast import autocast_to
 from .creation import new_tensor, resize_out, to
 
 ALL = D.ALL_DTYPES
@@ -76,6 +77,7 @@ def _int_accumulate(dtype: D.DType) -> D.DType:
 
 
 # ---- sum-like ----------------------------------------------------------------------------------
+@autocast_to("float32", ("cuda",))
 def sum(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None, out=None) -> Tensor:
     """Sum over ``dim`` (all dims by default); integer and bool inputs sum in int64."""
     x = _cast_input(input, dtype)
@@ -84,6 +86,7 @@ def sum(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None, out=None)
     return _finish(r, out)
 
 
+@autocast_to("float32")
 def prod(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None, out=None) -> Tensor:
     """Product over ``dim`` (one dim, or all); integer and bool inputs multiply in int64."""
     x = _cast_input(input, dtype)
@@ -92,6 +95,7 @@ def prod(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None, out=None
     return _finish(r, out)
 
 
+@autocast_to("keep")
 def mean(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None, out=None) -> Tensor:
     """Mean over ``dim``; needs a floating-point input (or ``dtype=``), as in PyTorch."""
     x = _cast_input(input, dtype)
@@ -107,12 +111,14 @@ def mean(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None, out=None
     return _finish(r, out)
 
 
+@autocast_to("keep")
 def nansum(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     """Sum treating NaN as zero."""
     x = input.where(~input.isnan(), 0) if input.dtype.is_floating_point else input
     return sum(x, dim, keepdim, dtype=dtype)
 
 
+@autocast_to("keep")
 def nanmean(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     """Mean over the non-NaN elements."""
     notnan = ~input.isnan()
@@ -246,6 +252,7 @@ def _float_input(x: Tensor) -> Tensor:
     return x if x.dtype.is_floating_point else to(x, D.get_default_dtype())
 
 
+@autocast_to("float32", ("cuda",))
 def logsumexp(input: Tensor, dim, keepdim: bool = False, *, out=None) -> Tensor:
     """``log(sum(exp(input)))`` over ``dim``, computed stably."""
     x = _float_input(input)
@@ -254,6 +261,7 @@ def logsumexp(input: Tensor, dim, keepdim: bool = False, *, out=None) -> Tensor:
     return _finish(r, out)
 
 
+@autocast_to("float32", ("cuda",))
 def norm(input: Tensor, p="fro", dim=None, keepdim: bool = False, *, dtype=None, out=None) -> Tensor:
     """Vector p-norm over ``dim`` (p: 2/'fro', 1, inf, -inf, 0, any positive number)."""
     x = _cast_input(input, dtype)
@@ -279,24 +287,28 @@ def _along(op: str, input: Tensor, dim: int, dtype, out_dtype_fn) -> Tensor:
     return r
 
 
+@autocast_to("float32", ("cuda",))
 def cumsum(input: Tensor, dim: int, *, dtype=None, out=None) -> Tensor:
     """Running sum along ``dim``; integers accumulate in int64."""
     r = _along("cumsum", input, dim, dtype, _int_accumulate)
     return _finish(r, out)
 
 
+@autocast_to("float32", ("cuda",))
 def cumprod(input: Tensor, dim: int, *, dtype=None, out=None) -> Tensor:
     """Running product along ``dim``; integers accumulate in int64."""
     r = _along("cumprod", input, dim, dtype, _int_accumulate)
     return _finish(r, out)
 
 
+@autocast_to("float32", ("cuda",))
 def softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
     """``exp(x - max) / sum(exp(x - max))`` along ``dim``, in one kernel."""
     x = _float_input(_cast_input(input, dtype))
     return _along("softmax", x, dim, None, lambda d: d)
 
 
+@autocast_to("float32", ("cuda",))
 def log_softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
     """``x - logsumexp(x)`` along ``dim``, in one kernel."""
     x = _float_input(_cast_input(input, dtype))
