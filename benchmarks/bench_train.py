@@ -514,7 +514,9 @@ def run(quick: bool = False) -> str:
         ("Optimizer step alone", "`optimizer.step()` over 100 float32 cuda parameters, log-uniform sizes 10 .. 1M "
          f"elements ({sum(param_sizes()):,} in all), gradients set; checked first (two steps from the same "
          "parameters and gradients agree with torch). torch: its default (foreach) or fused=True as labelled; "
-         "tensorkit: its default, the fused multi-tensor update when 'tk path' says fused.",
+         "tensorkit: its default, which is its fused multi-tensor update (one launch per parameter group) when "
+         "every tensor of the group is a contiguous float32 cuda tensor (`ops.optim.fusable`) and, for Adam, all "
+         "are at the same step: 'tk path' says whether it ran, counted during the check.",
          lambda: optimizer_section(tk, torch, quick)),
         ("DataLoader throughput (CPU)", "bench_data's table (the 'data' suite), measured on this machine.",
          lambda: bench_data.run(quick).split("\n\n", 1)[1]),
