@@ -8,8 +8,10 @@ activations are read in, "nchw" (as given) or "nhwc" (first copied channels-last
 the copy primitive's tiled transpose (``kernels/pointwise.copy_into``), and the forward's and input-gradient's weight likewise, so a
 tile's channel axis is contiguous: loads are vectorised, and float16/bfloat16 loads become
 wide enough for cp.async, which Triton's software pipeline needs; NCHW gathers load one
-2-byte element at a time and are not pipelined, as the sm_90 PTX shows). One extra pass
-over the operands, which the autotuner weighs against the faster product.
+2-byte element at a time and are not pipelined, as the sm_90 PTX shows). The forward's and
+input-gradient's results are then written channels-last too and copied back (stores into NCHW
+scatter a tile's channels a plane apart). One extra pass over the operands and the result,
+which the autotuner weighs against the faster product.
 
 Tile configs (``candidates``) are timed once per problem (``_key``: kind, dtype, precision,
 exact shapes and geometry: a network has few distinct convolutions) with matmul's ``tune``,
@@ -47,7 +49,7 @@ from .pointwise import copy_into
 
 DTYPES = (D.float16, D.bfloat16, D.float32, D.float64)
 Config = _mm.Config                  # kernel: the operands' layout, "nchw" | "nhwc"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2                   # 2: "nhwc" configs write a channels-last result
 
 EMULATED_CONFIG = Config("nchw", 64, 16, 16, num_warps=1, num_stages=1)
 TUNE_MIN_WORK = 1 << 24              # multiply-adds below which a convolution is not worth timing
@@ -100,12 +102,35 @@ def cache_path(device_name: str) -> str:
 def _channels_last(t: Tensor) -> Tensor:
     """``t`` (N, C, H, W) with the same values, stored (N, H, W, C): channels contiguous."""
     N, C, H, W = t._shape
-    if t._strides[1] == 1 and t._strides[3] == C and t._strides[2] == W * C:
+    if _is_channels_last(t):
         return t
     buf = new_tensor((N, H, W, C), t.dtype, t._storage.device)
     sn, sc, sh, sw = t._strides
     copy_into(Tensor._make(t._storage, t._offset, (N, H, W, C), (sn, sh, sw, sc), t.dtype), buf)  # a tiled transpose
     return Tensor._make(buf._storage, 0, (N, C, H, W), (H * W * C, 1, W * C, C), t.dtype)
+
+
+def _channels_last_result(out: Tensor) -> Tensor:
+    """Where an "nhwc" kernel writes ``out`` (N, C, H, W): ``out`` itself if it is stored
+    channels-last, else a channels-last buffer that ``_finish`` copies into it. A tile stored into
+    NCHW puts each of its channels a plane apart, one 2-byte element per memory sector (the stores
+    ran at ~150 GB/s on the H200, most of the forward's time); channels-last stores are contiguous."""
+    if _is_channels_last(out):
+        return out
+    N, C, H, W = out._shape
+    buf = new_tensor((N, H, W, C), out.dtype, out._storage.device)
+    return Tensor._make(buf._storage, 0, (N, C, H, W), (H * W * C, 1, W * C, C), out.dtype)
+
+
+def _is_channels_last(t: Tensor) -> bool:
+    N, C, H, W = t._shape
+    return t._strides[1] == 1 and t._strides[3] == C and t._strides[2] == W * C
+
+
+def _finish(result: Tensor, out: Tensor) -> None:
+    """Copy a channels-last ``result`` into ``out`` (a tiled transpose) unless they are one."""
+    if result is not out:
+        copy_into(result, out)
 
 
 def _strides(t: Tensor) -> tuple:
@@ -140,12 +165,14 @@ def _run_fwd(x: Tensor, w: Tensor, out: Tensor, geom, config: Config, precision:
     O, CG, R, S = w._shape
     _, _, P, Q = out._shape
     G, OG = geom.groups, O // geom.groups
+    y = out
     if config.kernel == "nhwc":
-        x, w = _channels_last(x), _channels_last(w)
+        x, w, y = _channels_last(x), _channels_last(w), _channels_last_result(out)
     grid = (_cdiv(N * P * Q, config.block_m) * _cdiv(OG, config.block_n), G)
-    launch(_kernels().conv2d_fwd_kernel, grid, pointer(x), pointer(w), pointer(out), N, H, W, P, Q, CG, OG,
-           *_strides(x), *_strides(w), *_strides(out), *_common(geom),
+    launch(_kernels().conv2d_fwd_kernel, grid, pointer(x), pointer(w), pointer(y), N, H, W, P, Q, CG, OG,
+           *_strides(x), *_strides(w), *_strides(y), *_common(geom),
            options=_options(config), **_constexprs(out, config, R, S, precision, config.kernel == "nhwc"))
+    _finish(y, out)
 
 
 def _phases(n_in: int, stride: int, pad: int, dilation: int, taps: int) -> list[tuple]:
@@ -166,8 +193,9 @@ def _run_dgrad(g: Tensor, w: Tensor, out: Tensor, geom, config: Config, precisio
     O, CG, R, S = w._shape
     _, _, P, Q = g._shape
     G, OG = geom.groups, O // geom.groups
+    dx = out
     if config.kernel == "nhwc":
-        g = _channels_last(g)
+        g, dx = _channels_last(g), _channels_last_result(out)
         # the weight tile is (output channels, input channels): make the input channels contiguous
         wt = new_tensor((R, S, O, CG), w.dtype, w._storage.device)
         view = Tensor._make(wt._storage, 0, (O, CG, R, S), (CG, 1, S * O * CG, O * CG), w.dtype)
@@ -179,9 +207,10 @@ def _run_dgrad(g: Tensor, w: Tensor, out: Tensor, geom, config: Config, precisio
     for h0, HP, r0, step_r, RP in _phases(H, sh, ph, dh, R):
         for w0, WP, s0, step_s, SP in _phases(W, sw, pw, dw, S):
             grid = (_cdiv(N * HP * WP, config.block_m) * _cdiv(CG, config.block_n), G)
-            launch(_kernels().conv2d_dgrad_kernel, grid, pointer(g), pointer(w), pointer(out), N, P, Q, CG, OG,
-                   *_strides(g), *_strides(w), *_strides(out), sh, sw, ph, pw, dh, dw,
+            launch(_kernels().conv2d_dgrad_kernel, grid, pointer(g), pointer(w), pointer(dx), N, P, Q, CG, OG,
+                   *_strides(g), *_strides(w), *_strides(dx), sh, sw, ph, pw, dh, dw,
                    HP, WP, h0, w0, r0, step_r, RP, s0, step_s, SP, options=_options(config), **constexprs)
+    _finish(dx, out)
 
 
 def _wgrad_split(tiles: int, K: int, block_k: int, device_index: int) -> int:
