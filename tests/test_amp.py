@@ -158,6 +158,20 @@ def test_decorator_and_exceptions_restore_state():
     assert not tk.is_autocast_enabled("cpu") and AC.active[0] == 0
 
 
+def test_one_instance_nests_and_modules_autocast():
+    ac = tk.autocast("cpu")
+    with ac:
+        with ac:
+            assert tk.is_autocast_enabled("cpu")
+        assert tk.is_autocast_enabled("cpu")
+    assert not tk.is_autocast_enabled("cpu")
+    mha = tk.nn.MultiheadAttention(8, 2, batch_first=True)
+    x = rnd(2, 3, 8)
+    with tk.autocast("cpu"):
+        assert mha(x, x, x)[0].dtype is bf16                   # as PyTorch's (its fused CPU op is listed)
+        assert tk.nn.LayerNorm(8)(x.to(bf16)).dtype is bf16   # bf16 input, float32 weight: PyTorch's CPU kernel
+
+
 def test_thread_local():
     seen = {}
     inside, done = threading.Event(), threading.Event()

@@ -7,7 +7,8 @@ policy PyTorch's autocast gives it:
   addmv, linear, conv1d/conv2d/conv_transpose2d, prelu, einsum, scaled_dot_product_attention;
 * ``"float32"`` -- float32: exp, log, pow, rsqrt, reciprocal, sum, prod, cumsum, norm, softmax,
   log_softmax, layer_norm, group_norm, the losses, ...;
-* ``"promote"`` -- the widest floating dtype among the inputs: dot, bilinear, atan2;
+* ``"promote"`` -- the widest floating dtype among the inputs: dot, bilinear (atan2, also on
+  PyTorch's list, promotes by itself);
 * ``"mixed"``   -- computed in the widest floating input dtype, returned in the input's dtype:
   layer_norm / rms_norm / group_norm on the CPU, where PyTorch's kernels take a bfloat16 input
   with float32 weights and return bfloat16 (tensorkit's kernels want one dtype);
@@ -149,10 +150,11 @@ class autocast:
         self.fast_dtype = dtype
         self.enabled = enabled
         self.cache_enabled = bool(cache_enabled)
+        self._prev: list = []
 
     def __enter__(self) -> "autocast":
         s, dev = _state, self.device_type
-        self._prev = (s.enabled[dev], s.dtype[dev], s.cache_enabled)
+        self._prev.append((s.enabled[dev], s.dtype[dev], s.cache_enabled))   # a stack: one instance may nest
         s.enabled[dev], s.dtype[dev], s.cache_enabled = self.enabled, self.fast_dtype, self.cache_enabled
         s.nesting += 1
         if self.enabled:
@@ -162,7 +164,7 @@ class autocast:
 
     def __exit__(self, *exc) -> None:
         s, dev = _state, self.device_type
-        s.enabled[dev], s.dtype[dev], s.cache_enabled = self._prev
+        s.enabled[dev], s.dtype[dev], s.cache_enabled = self._prev.pop()
         s.nesting -= 1
         if s.nesting == 0:          # as PyTorch: the cast cache lives for the outermost region
             s.cache.clear()

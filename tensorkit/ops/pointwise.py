@@ -438,7 +438,6 @@ copy = Pointwise("copy", lambda m, x: x, any_cast=True, vjp=_vjp(lambda g, x, ou
 
 # autocast (tensorkit.amp): PyTorch's CUDA float32 list; 2 / x and reciprocal are __rtruediv__
 mark_pointwise("float32", ("cuda",), acos, asin, cosh, sinh, tan, exp, expm1, log, log2, log10, log1p, rsqrt, pow)
-mark_pointwise("rdiv", ("cuda",), div)
-mark_pointwise("promote", ("cuda", "cpu"), atan2)
+mark_pointwise("rdiv", ("cuda",), div)          # (atan2, on the promote list, promotes by itself)
 
 __all__ = [n for n, v in globals().items() if isinstance(v, Pointwise)]
