@@ -6,10 +6,10 @@ Sections:
 - **Training step**: forward, loss (cross-entropy), ``optimizer.zero_grad()``, ``loss.backward()``,
   ``optimizer.step()``, in train mode, of
 
-  - the digits CNN of tutorial 3 (``tutorials/03_digits_cnn.py``; ``digits_cnn`` mirrors its
-    architecture): conv 1->32 3x3 pad 1, relu, conv 32->64 3x3 pad 1, relu, max_pool 2, dropout,
-    linear 1024->128, relu, linear 128->10, on sklearn's 8x8 digits shape (random data of shape
-    (N, 1, 8, 8)), batch 64 and 512;
+  - the digits CNN of tutorial 3 (``tutorials/03_digits_cnn.py``'s ``DigitsCNN``; ``digits_cnn``
+    mirrors it, same layers and state-dict keys): conv 1->32 3x3 pad 1, BatchNorm, relu, conv
+    32->64 3x3 pad 1, relu, max_pool 2, dropout 0.25, linear 1024->128, relu, linear 128->10, on
+    sklearn's 8x8 digits shape (random data of shape (N, 1, 8, 8)), batch 64 and 512;
   - ResNet-18 for 32x32 inputs (``bench_nn_models.resnet18``), batch 128;
 
   each with SGD (lr 0.01, momentum 0.9, weight_decay 5e-4) and Adam (lr 1e-3), both libraries'
@@ -32,12 +32,14 @@ Sections:
 Every row is checked against PyTorch before it is timed; a failed check (or an error) is a
 "Not timed" note with the reason, never a time. Float32 training rows: both models get the same
 weights (copied by state-dict key) and data; two steps in train mode (BatchNorm with batch
-statistics) with dropout's rate set to 0 must give the same loss and every parameter gradient within ``GRAD_TOL`` of its largest element; each step's optimizer update is then
-taken from PyTorch's gradients (copied into tensorkit's) and the updated weights must agree within
-``WEIGHT_TOL`` of the largest update plus a few float32 ulps. (Taking the update from the same
-gradients isolates the optimizer: Adam divides each gradient element by its own magnitude, so a
-rounding-level difference in a near-zero gradient would otherwise become an lr-sized weight
-difference.) Autocast rows: both libraries' logits must be bfloat16 and the losses agree within
+statistics) with dropout's rate set to 0 must give the same loss and every parameter gradient
+within ``GRAD_TOL`` of its largest element (at least ``GRAD_FLOOR`` of the model's largest: a
+bias followed by BatchNorm has a zero gradient made of rounding noise); each step's optimizer
+update is then taken from PyTorch's gradients (copied into tensorkit's) and the updated weights
+must agree within ``WEIGHT_TOL`` of the largest update plus a few float32 ulps. (Taking the
+update from the same gradients isolates the optimizer: Adam divides each gradient element by its
+own magnitude, so a rounding-level difference in a near-zero gradient would otherwise become an
+lr-sized weight difference.) Autocast rows: both libraries' logits must be bfloat16 and the losses agree within
 ``AMP_LOSS_RTOL``; if ``tk.autocast`` is missing the row says so. Optimizer rows: two steps from
 the same parameters and gradients must give the same parameters (same tolerance).
 
