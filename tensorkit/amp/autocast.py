@@ -86,8 +86,9 @@ def _device_type(device_type) -> str:
     return device_type
 
 
-def is_autocast_enabled(device_type: str = "cuda") -> bool:
-    """Whether autocast is on for ``device_type`` ('cuda' or 'cpu') in this thread.
+def is_autocast_enabled(device_type: str | None = None) -> bool:
+    """Whether autocast is on for ``device_type`` ('cuda' or 'cpu'; None means 'cuda', as
+    PyTorch's argument-less form) in this thread.
 
     Example::
 
@@ -95,7 +96,7 @@ def is_autocast_enabled(device_type: str = "cuda") -> bool:
         ...     tk.is_autocast_enabled("cpu")
         True
     """
-    return _state.enabled[_device_type(device_type)]
+    return _state.enabled[_device_type("cuda" if device_type is None else device_type)]
 
 
 def get_autocast_dtype(device_type: str) -> D.DType:
@@ -191,14 +192,17 @@ def _tensor_type():
 
 
 def _first_device_type(args, Tensor):
+    """The device type an op on ``args`` runs on: its first tensor's, except that a 0-d CPU tensor
+    (a scalar to ops on another device) only counts when no other tensor is there."""
+    found = None
     for a in args:
-        if isinstance(a, Tensor):
-            return a._storage.device.type
-        if isinstance(a, (list, tuple)):
-            for b in a:
-                if isinstance(b, Tensor):
-                    return b._storage.device.type
-    return None
+        for t in (a if isinstance(a, (list, tuple)) else (a,)):
+            if isinstance(t, Tensor):
+                dev = t._storage.device.type
+                if dev != "cpu" or t._shape:
+                    return dev
+                found = found or dev
+    return found
 
 
 def _cast(t, dtype, s):
@@ -253,7 +257,7 @@ def _policy_for(spec, dev):
 
 def cast_pointwise(spec, args) -> tuple:
     """The operands of a marked pointwise primitive under autocast (``args`` when nothing applies).
-    ``spec``: (policy, device types); policy ``"rdiv"`` is float32 when the first operand is a
+    ``spec``: (policy, device types, "keep"); policy ``"rdiv"`` is float32 when the first operand is a
     Python number (``2 / x``, ``reciprocal``), as PyTorch's ``__rtruediv__``."""
     s = _state
     if s.inside:
@@ -305,8 +309,9 @@ def autocast_to(policy: str, devices: tuple = _DEVICE_TYPES, otherwise: str = "k
     """Mark an op for autocast: decorator for the op's one definition.
 
     ``policy``: ``"lower"`` (the autocast dtype), ``"float32"``, ``"promote"`` (the widest floating
-    input dtype), ``"mixed"`` (computed as promote, returned in the first input's dtype) or ``"keep"`` (no cast, and the ops it calls are not cast either); ``devices``:
-    the device types the policy applies to; elsewhere ``otherwise`` applies. With autocast
+    input dtype), ``"mixed"`` (computed as promote, returned in the first input's dtype) or
+    ``"keep"`` (no cast, and the ops it calls are not cast either); ``devices``: the device
+    types the policy applies to; elsewhere ``otherwise`` applies. With autocast
     off in every thread the wrapper costs one global test. A ``dtype`` or ``out`` argument that
     is given turns the cast off for that call, as in PyTorch.
     """
