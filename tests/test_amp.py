@@ -20,7 +20,7 @@ bf16, fp16, fp32, fp64 = tk.bfloat16, tk.float16, tk.float32, tk.float64
 
 def rnd(*shape, dtype=fp32, device="cpu", seed=0, requires_grad=False):
     a = np.random.default_rng(seed + len(shape)).standard_normal(shape).astype(np.float32)
-    return tk.tensor(a, device=device, requires_grad=requires_grad).to(dtype)
+    return tk.tensor(a, device=device).to(dtype).requires_grad_(requires_grad)
 
 
 # ---- the op lists on the CPU (bfloat16), as PyTorch's CPU lists --------------------------------------------------
@@ -257,6 +257,48 @@ def test_cache_first_use_under_no_grad_does_not_cut_the_graph():
         y = F.linear(x, w)
     y.float().sum().backward()
     assert w.grad is not None and w.grad.dtype is fp32
+
+
+def test_custom_fwd_bwd():
+    seen = {}
+
+    class Square(tk.autograd.Function):
+        @staticmethod
+        @tk.amp.custom_fwd(device_type="cpu", cast_inputs=tk.float32)
+        def forward(ctx, x, y):
+            seen["fwd"] = (x.dtype, tk.is_autocast_enabled("cpu"))
+            ctx.save_for_backward(x)
+            return x * x + (x @ y).sum()
+
+        @staticmethod
+        @tk.amp.custom_bwd(device_type="cpu")
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            seen["bwd"] = tk.is_autocast_enabled("cpu")
+            return 2 * g * x, None
+
+    class Plain(tk.autograd.Function):
+        @staticmethod
+        @tk.amp.custom_fwd(device_type="cpu")
+        def forward(ctx, x):
+            seen["plain"] = tk.is_autocast_enabled("cpu")
+            return (x @ x).sum()
+
+        @staticmethod
+        @tk.amp.custom_bwd(device_type="cpu")
+        def backward(ctx, g):
+            seen["plain_bwd"] = tk.is_autocast_enabled("cpu")
+            return g.expand(2, 2) * 0
+
+    x = rnd(2, 2, dtype=bf16, requires_grad=True)
+    with tk.autocast("cpu"):
+        out = Square.apply(x, rnd(2, 2, dtype=bf16))
+        p = Plain.apply(rnd(2, 2, requires_grad=True))
+    assert seen["fwd"] == (fp32, False) and out.dtype is fp32 and p.dtype is bf16
+    out.sum().backward()
+    p.backward()
+    assert seen["bwd"] is False and seen["plain"] is True and seen["plain_bwd"] is True
+    assert x.grad.dtype is bf16
 
 
 # ---- vs PyTorch's CPU autocast -------------------------------------------------------------------------------

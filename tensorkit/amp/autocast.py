@@ -52,7 +52,7 @@ import threading
 
 from .. import dtypes as D
 
-__all__ = ["autocast", "autocast_to", "is_autocast_enabled", "get_autocast_dtype"]
+__all__ = ["autocast", "autocast_to", "custom_bwd", "custom_fwd", "is_autocast_enabled", "get_autocast_dtype"]
 
 _DEVICE_TYPES = ("cuda", "cpu")
 _DEFAULT_DTYPE = {"cuda": D.float16, "cpu": D.bfloat16}
@@ -340,3 +340,71 @@ def mark_pointwise(policy: str, devices: tuple, *ops) -> None:
     only while some autocast region is enabled)."""
     for op in ops:
         op.autocast = (policy, tuple(devices), "keep")
+
+
+# ---- custom autograd Functions ----------------------------------------------------------------------------
+def custom_fwd(fwd=None, *, device_type: str, cast_inputs=None):
+    """Decorator for the ``forward`` of a ``tk.autograd.Function`` used under autocast.
+
+    With ``cast_inputs=None`` the forward runs as called (autocast state included) and the
+    state is remembered for ``custom_bwd``. With ``cast_inputs=dtype``, inside an enabled
+    autocast region of ``device_type`` the floating tensors on that device type (not float64)
+    among the arguments, also inside lists/tuples/dicts, are cast to ``dtype`` and the forward
+    runs with autocast off (so it sees exactly that dtype), as ``torch.amp.custom_fwd``.
+
+    Example::
+
+        class MyMatmul(tk.autograd.Function):
+            @staticmethod
+            @tk.amp.custom_fwd(device_type="cuda", cast_inputs=tk.float32)
+            def forward(ctx, a, b): ...
+
+            @staticmethod
+            @tk.amp.custom_bwd(device_type="cuda")
+            def backward(ctx, g): ...
+    """
+    if fwd is None:
+        return functools.partial(custom_fwd, device_type=device_type, cast_inputs=cast_inputs)
+    dev = _device_type(device_type)
+    dtype = None if cast_inputs is None else D.to_dtype(cast_inputs)
+
+    @functools.wraps(fwd)
+    def forward(ctx, *args, **kwargs):
+        ctx._autocast_device_type = dev
+        ctx._fwd_used_autocast = _state.enabled[dev]
+        ctx._fwd_autocast_dtype = _state.dtype[dev]
+        if dtype is None:
+            return fwd(ctx, *args, **kwargs)
+        if not ctx._fwd_used_autocast:
+            return fwd(ctx, *args, **kwargs)
+        ctx._fwd_used_autocast = False               # the forward runs with autocast off: so will backward
+        args, kwargs = _cast_nested((args, kwargs), dtype, dev)
+        with autocast(dev, enabled=False):
+            return fwd(ctx, *args, **kwargs)
+    return forward
+
+
+def custom_bwd(bwd=None, *, device_type: str):
+    """Decorator for the ``backward`` of a ``tk.autograd.Function`` whose forward has
+    ``custom_fwd``: backward runs with the autocast state the forward ran with."""
+    if bwd is None:
+        return functools.partial(custom_bwd, device_type=device_type)
+    _device_type(device_type)
+
+    @functools.wraps(bwd)
+    def backward(ctx, *args, **kwargs):
+        with autocast(ctx._autocast_device_type, ctx._fwd_autocast_dtype, enabled=ctx._fwd_used_autocast):
+            return bwd(ctx, *args, **kwargs)
+    return backward
+
+
+def _cast_nested(value, dtype, dev):
+    Tensor = _tensor_type()
+    if isinstance(value, Tensor):
+        ok = value.dtype.is_floating_point and value.dtype is not D.float64 and value._storage.device.type == dev
+        return value.to(dtype) if ok else value
+    if isinstance(value, dict):
+        return {k: _cast_nested(v, dtype, dev) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cast_nested(v, dtype, dev) for v in value)
+    return value
