@@ -132,6 +132,8 @@ def test_cuda_values_and_grads():
 # ---- state: nesting, enabled=False, decorator, threads, errors --------------------------------------------------
 def test_nesting_and_disable():
     assert not tk.is_autocast_enabled("cpu") and not tk.is_autocast_enabled("cuda")
+    with tk.autocast("cuda"):
+        assert tk.is_autocast_enabled() and tk.get_autocast_dtype("cuda") is fp16    # no argument: 'cuda'
     a = rnd(2, 2)
     with tk.autocast("cpu"):
         assert tk.is_autocast_enabled("cpu") and not tk.is_autocast_enabled("cuda")
@@ -460,6 +462,12 @@ def test_scaler_state_dict_round_trip():
     fresh = tk.amp.GradScaler("cpu")
     fresh.load_state_dict(sd)
     assert fresh.state_dict() == sd
+    assert (fresh.get_scale(), fresh.get_growth_factor(), fresh.get_backoff_factor(),
+            fresh.get_growth_interval()) == (32.0, 2.0, 0.5, 5)
+    fresh.set_growth_interval(7)
+    fresh.set_growth_factor(4.0)
+    fresh.set_backoff_factor(0.25)
+    assert (fresh.get_growth_interval(), fresh.get_growth_factor(), fresh.get_backoff_factor()) == (7, 4.0, 0.25)
     with pytest.raises(RuntimeError, match="source state dict is empty"):
         fresh.load_state_dict({})
 
