@@ -3,6 +3,9 @@
 (time ratio <= 1.2).
 
 - layer_norm forward and forward+backward, (32768, 1024) bf16 and (8192, 4096) f32;
+- batch_norm (training: batch statistics, running statistics updated) forward and forward+backward
+  at ResNet-18's first and third stage shapes, [128, 64, 32, 32] and [128, 256, 8, 8], f32, and
+  bf16 input with f32 weight / bias / running statistics (as autocast runs it);
 - softmax + cross-entropy from logits, forward and forward+backward, (8192, 32000) f32 and bf16
   (tensorkit's fused primitive, ``ops.norm.cross_entropy``, vs ``torch.nn.functional.cross_entropy``);
 - embedding forward+backward, 50257 x 768 f32, 8192 lookups;
@@ -21,6 +24,8 @@ from bench_gpu import _first_line
 
 TARGET = 1.2
 LN_CASES = [((32768, 1024), "bfloat16"), ((8192, 4096), "float32")]
+BN_CASES = [((128, 64, 32, 32), "float32"), ((128, 64, 32, 32), "bfloat16"), ((128, 256, 8, 8), "float32"),
+            ((128, 256, 8, 8), "bfloat16")]
 CE_SHAPE = (8192, 32000)
 EMB_SHAPE = (50257, 768, 8192)                  # vocabulary, dim, lookups
 ATTN_SHAPE = (8, 16, 1024, 64)                  # batch, heads, seq, head dim
@@ -75,6 +80,36 @@ def _layer_norm(b, rows, notes) -> None:
                 scale = float(np.abs(_np(e)).max())
                 _close(f"ln {what}", a, e, tol, tol * scale)
         _row(b, "layer_norm forward+backward", shape, both, tboth, check, rows, notes)
+
+
+def _batch_norm(b, rows, notes) -> None:
+    tk, torch = b.tk, b.torch
+    for shape, dtype in BN_CASES:
+        c = shape[1]
+        label = f"{list(shape)} {dtype}" + (" (f32 params)" if dtype != "float32" else "")
+        tol = 3e-2 if dtype == "bfloat16" else 1e-4
+        x, px = b.pair(b.rng.standard_normal(shape, dtype=np.float32) * 2 + 1, dtype, grad=True)
+        w, pw = b.pair(b.rng.standard_normal(c, dtype=np.float32), "float32", grad=True)
+        bias, pb = b.pair(b.rng.standard_normal(c, dtype=np.float32), "float32", grad=True)
+        rm, prm = b.pair(np.zeros(c, np.float32), "float32")
+        rv, prv = b.pair(np.ones(c, np.float32), "float32")
+        g, pg = b.pair(b.rng.standard_normal(shape, dtype=np.float32), dtype)
+        fwd = lambda: tk.nn.functional.batch_norm(x, rm, rv, w, bias, True)
+        tfwd = lambda: torch.nn.functional.batch_norm(px, prm, prv, pw, pb, True)
+        with tk.no_grad(), torch.no_grad():
+            _row(b, "batch_norm forward", label, fwd, tfwd, lambda: _close("bn", fwd(), tfwd(), tol, tol), rows, notes)
+
+        def both():
+            return tk.autograd.grad(fwd(), (x, w, bias), g)
+
+        def tboth():
+            return torch.autograd.grad(tfwd(), (px, pw, pb), pg)
+
+        def check():
+            for a, e, what in zip(both(), tboth(), ("dx", "dweight", "dbias")):
+                _close(f"bn {what}", a, e, tol, tol * float(np.abs(_np(e)).max()))
+            _close("bn running_var", rv, prv, 1e-4, 1e-4)
+        _row(b, "batch_norm forward+backward", label, both, tboth, check, rows, notes)
 
 
 def _cross_entropy(b, rows, notes) -> None:
@@ -147,6 +182,8 @@ def run_sections(tk, torch, quick: bool = False, device: str = "cuda") -> list[t
     out = []
     for title, note, fn in [
             ("Layer norm", "Fused forward; backward one pass plus the dweight/dbias partial-sum reduction.", _layer_norm),
+            ("Batch norm", "Training mode. tensorkit: fused statistics pass, per-channel finalize (running statistics "
+                           "updated on the device), apply pass; backward the same three launches.", _batch_norm),
             ("Softmax + cross-entropy", "tensorkit's fused primitive (ops.norm.cross_entropy), mean reduction.",
              _cross_entropy),
             ("Embedding", "", _embedding),

@@ -372,12 +372,14 @@ def test_bench_nn_norm_smoke(monkeypatch):
     monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
     import bench_nn_norm as bench
     monkeypatch.setattr(bench, "LN_CASES", [((8, 64), "bfloat16"), ((4, 32), "float32")])
+    monkeypatch.setattr(bench, "BN_CASES", [((4, 3, 4, 4), "float32"), ((4, 5, 2, 2), "bfloat16")])
     monkeypatch.setattr(bench, "CE_SHAPE", (8, 40))
     monkeypatch.setattr(bench, "EMB_SHAPE", (50, 16, 12))
     monkeypatch.setattr(bench, "ATTN_SHAPE", (1, 2, 32, 16))
     sections = bench.run_sections(tk, torch, quick=True, device="cpu")
-    assert [t for t, _, _ in sections] == ["Layer norm", "Softmax + cross-entropy", "Embedding", "Attention"]
+    assert [t for t, _, _ in sections] == ["Layer norm", "Batch norm", "Softmax + cross-entropy", "Embedding",
+                                           "Attention"]
     for title, _, body in sections:
         assert "Not timed" not in body and "failed" not in body, f"{title}:\n{body}"
-    assert sum(body.count("\n| ") for _, _, body in sections) == 4 + 4 + 2 + 8
+    assert sum(body.count("\n| ") for _, _, body in sections) == 4 + 4 + 4 + 2 + 8
     sys.modules.pop("bench_nn_norm", None)

@@ -26,7 +26,8 @@ CE_BLOCK = 4096         # cross-entropy sweeps the classes in blocks of this man
 BN_TILE = 2048          # batch norm: elements per tile (8 warps x 8 per thread: a few vector loads in flight)
 BN_HW_MAX = 1024        # batch norm: spatial positions per tile at most (more: several spatial blocks)
 BN_PROGRAMS = 1024      # batch norm: programs per pass to aim for (~8 per SM on an H100/H200)
-BN_FIN_S, BN_FIN_C = 64, 32     # batch norm finalize: [splits, channels] tile of the partial sums
+BN_MAX_SPLITS = 256     # batch norm: programs per channel block at most (the finalize reads them all)
+BN_FIN_S, BN_FIN_C = 128, 32    # batch norm finalize: [splits, channels] tile of the partial sums
 
 _kernels = functools.partial(triton_source, "norm")
 
@@ -123,7 +124,8 @@ def _bn_plan(x) -> dict:
     consecutive spatial positions (all of them up to BN_HW_MAX) of BLOCK_C channels, so a tile is
     one contiguous run when HW <= BN_HW_MAX ([128, 512, 4, 4]: 128 channels x 16) or BLOCK_C runs
     of 4 KB ([128, 64, 32, 32]: 2 channels x 1024). Splits: enough programs per channel block to
-    make about BN_PROGRAMS in all, each over a run of (sample, spatial block) items."""
+    make about BN_PROGRAMS in all (at most BN_MAX_SPLITS, so the finalize's sweep over them stays
+    short: [4096, 512] is one channel block), each over a run of (sample, spatial block) items."""
     nb, c = x.shape[0], x.shape[1]
     hw = x.numel() // (nb * c)
     block_hw = min(_pow2(hw), BN_HW_MAX)
@@ -131,7 +133,7 @@ def _bn_plan(x) -> dict:
     cblocks = -(-c // block_c)
     hw_blocks = -(-hw // block_hw)
     items = nb * hw_blocks
-    per = -(-items // min(items, max(1, -(-BN_PROGRAMS // cblocks))))
+    per = -(-items // min(items, BN_MAX_SPLITS, max(1, -(-BN_PROGRAMS // cblocks))))
     return dict(c=c, hw=hw, block_c=block_c, block_hw=block_hw, cblocks=cblocks, hw_blocks=hw_blocks,
                 items=items, per=per, splits=-(-items // per), warps=max(1, min(8, block_c * block_hw // 256)))
 
@@ -151,7 +153,7 @@ def _bn_finalize(p, x, part, mean, stat, out1, out2, rm, rv, params, bwd: bool) 
     launch(_kernels().bn_finalize_kernel, (-(-p["c"] // BN_FIN_C),), pointer(x), pointer(part), pointer(mean),
            pointer(stat), pointer(out1), pointer(out2), pointer(rm if rm is not None else mean),
            pointer(rv if rv is not None else mean), p["c"], p["hw"], p["splits"], float(params["count"]),
-           params["eps"], params.get("momentum", 0.0), options={"num_warps": 4}, BWD=bwd, HAS_RM=rm is not None,
+           params["eps"], params.get("momentum", 0.0), options={"num_warps": 8}, BWD=bwd, HAS_RM=rm is not None,
            HAS_RV=rv is not None, BLOCK_S=min(_pow2(p["splits"]), BN_FIN_S), BLOCK_C=BN_FIN_C)
 
 
