@@ -22,7 +22,7 @@ kernel's extra outputs.
 ``batch_norm`` (training) is a primitive too, on ``[N, C, *]`` viewed as ``[N, C, HW]``: one
 pass for the per-channel statistics, one to write y, the running statistics updated by the
 kernels; its backward ``batch_norm_backward`` is one pass for Σ g and Σ g·x̂ per channel and
-one to write dx. Eval batch norm is one pointwise launch (``batch_norm_affine``).
+one to write dx. Eval batch norm is one pointwise launch (``batch_norm_eval``).
 ``group_norm`` is the fused layer_norm over (sample, group) rows plus a per-channel affine step.
 """
 from __future__ import annotations
@@ -346,8 +346,8 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
 
     Training is the fused primitive ``batch_norm`` (one pass for the statistics, one to write
     y, the running statistics updated on the device: no host synchronization); its backward
-    is the fused ``batch_norm_backward``. Eval is one pointwise launch (``(x - mean) * a + b``
-    with ``a = weight / sqrt(var + eps)`` computed per channel). As PyTorch's cuDNN path,
+    is the fused ``batch_norm_backward``. Eval is one pointwise launch,
+    ``(x - running_mean) / sqrt(running_var + eps) * weight + bias``. As PyTorch's cuDNN path,
     16-bit inputs may come with float32 weight, bias and running statistics; the output has
     the input's dtype.
 
@@ -378,28 +378,29 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
         return _batch_norm_train(input, weight, bias, running_mean, running_var, momentum, eps)
     if running_mean is None or running_var is None:
         raise RuntimeError("batch_norm: running_mean and running_var are needed when not training")
-    # eval: the [C] math in the statistics' dtype (float32 for 16-bit inputs), one full-size pass
-    acc = _acc(input.dtype)
+    # eval: one launch, (x - mean) / sqrt(var + eps) * w + b with the per-channel operands broadcast
+    # (cheaper on the host than the [C] math as separate ops: eval is launch-bound at ResNet sizes)
     pshape = (1, ch) + (1,) * (input.ndim - 2)
-    a = (running_var.to(acc) + eps).rsqrt()
-    if weight is not None:
-        a = a * weight.to(acc)
-    shift = bias.reshape(pshape) if bias is not None else 0.0
-    return _bn_affine(input, running_mean.to(acc).reshape(pshape), a.reshape(pshape), shift)
+    per_channel = lambda t, default: t.reshape(pshape) if t is not None else default
+    return _bn_eval(input, running_mean.reshape(pshape), running_var.reshape(pshape), per_channel(weight, 1.0),
+                    per_channel(bias, 0.0), float(eps))
 
 
-def _bn_affine_vjp(g, x, mean, a, b, out):
-    """Only the operands that want a gradient get one (mean is usually a running buffer)."""
+def _bn_eval_vjp(g, x, mean, var, w, b, eps, out):
+    """Only the operands that want a gradient get one (mean and var are usually running buffers)."""
     want = lambda t: isinstance(t, Tensor) and t._requires_grad
-    ga = g * a
-    return (ga if want(x) else None, -ga if want(mean) else None, g * (x - mean) if want(a) else None,
-            g if want(b) else None)
+    r = (var + eps).rsqrt()
+    gw = g * (r * w if isinstance(w, Tensor) else r)
+    xc = x - mean if want(var) or want(w) else None
+    grad_var = gw * xc * (r * r * -0.5) if want(var) else None
+    return (gw if want(x) else None, -gw if want(mean) else None, grad_var,
+            g * xc * r if want(w) else None, g if want(b) else None, None)
 
 
-# eval batch norm's scale-and-shift: one launch of the pointwise codegen, broadcasting the [1, C, 1..]
-# per-channel operands; the input's dtype decides the result's (float32 parameters with 16-bit inputs)
-_bn_affine = Pointwise("batch_norm_affine", lambda m, x, mean, a, b: (x - mean) * a + b, dtypes=FLOATS,
-                       promote_args=(0,), vjp=_pointwise_vjp(_bn_affine_vjp))
+# eval batch norm: one launch of the pointwise codegen, the [1, C, 1..] operands broadcast; the input's
+# dtype decides the result's (float32 statistics and parameters with 16-bit inputs: computed in float32)
+_bn_eval = Pointwise("batch_norm_eval", lambda m, x, mean, var, w, b, eps: (x - mean) / m.sqrt(var + eps) * w + b,
+                     dtypes=FLOATS, promote_args=(0,), vjp=_pointwise_vjp(_bn_eval_vjp))
 
 
 def _batch_norm_train(input, weight, bias, running_mean, running_var, momentum, eps):
