@@ -89,21 +89,26 @@ class VJP:
     backward (only that is saved, and checked against in-place changes). ``view``: the op's
     output shares its input's memory. ``pointwise``: ``fn(g, *inputs, out)`` instead, and the
     gradients may have the broadcast shape (the engine sums them back to each input's shape).
+    ``multi_output``: each output has a gradient of its own: ``fn(grads, node)``, ``grads[k]``
+    the gradient of output k or None (the list may be shorter than the outputs). Otherwise
+    every output's gradient is summed into the first's.
     """
 
-    __slots__ = ("fn", "save_inputs", "save_outputs", "view", "pointwise")
+    __slots__ = ("fn", "save_inputs", "save_outputs", "view", "pointwise", "multi_output")
 
-    def __init__(self, fn, save_inputs=True, save_outputs=False, view=False, pointwise=False):
+    def __init__(self, fn, save_inputs=True, save_outputs=False, view=False, pointwise=False, multi_output=False):
         self.fn, self.save_inputs, self.save_outputs = fn, save_inputs, save_outputs
-        self.view, self.pointwise = view, pointwise
+        self.view, self.pointwise, self.multi_output = view, pointwise, multi_output
 
 
 VJPS: dict[str, VJP] = {}
 
 
-def defvjp(op: str, *, inputs: bool = True, outputs: bool = False, view: bool = False) -> Callable:
-    """Decorator: register ``fn(g, node)`` as the VJP of primitive ``op`` (see ``VJP``)."""
+def defvjp(op: str, *, inputs: bool = True, outputs: bool = False, view: bool = False,
+           multi_output: bool = False) -> Callable:
+    """Decorator: register ``fn(g, node)`` (``fn(grads, node)`` with ``multi_output``) as the VJP
+    of primitive ``op`` (see ``VJP``)."""
     def deco(fn: Callable) -> Callable:
-        VJPS[op] = VJP(fn, inputs, outputs, view)
+        VJPS[op] = VJP(fn, inputs, outputs, view, multi_output=multi_output)
         return fn
     return deco

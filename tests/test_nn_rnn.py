@@ -125,3 +125,41 @@ def test_bad_input_names_shapes():
         lstm(tk.randn(2, 1, 3), (tk.zeros(1, 1, 4), tk.zeros(2, 1, 4)))
     with pytest.raises(ValueError, match=r"GRUCell: expected input of shape \[N, 3\] or \[3\], got \[2, 4\]"):
         tk.nn.GRUCell(3, 4)(tk.randn(2, 4))
+
+
+def test_lstm_step_is_one_fused_op_each_way():
+    """The gates' pointwise part of every step is the fused ``lstm_cell`` forward and
+    ``lstm_cell_backward`` backward (one launch each), not a chain of sigmoid / tanh / mul."""
+    from tensorkit import _dispatch
+    seen = []
+    record = lambda op, inputs, outputs, params: seen.append(op)
+    lstm = tk.nn.LSTM(3, 4, num_layers=2)
+    x = tk.randn(5, 2, 3)
+    _dispatch.observers.append(record)
+    try:
+        out, _ = lstm(x)
+        forward, seen[:] = list(seen), []
+        out.sum().backward()
+    finally:
+        _dispatch.observers.remove(record)
+    steps = 5 * 2
+    assert forward.count("lstm_cell") == steps and seen.count("lstm_cell_backward") == steps
+    for op in ("sigmoid", "tanh", "mul"):
+        assert op not in forward and op not in seen, f"{op} ran outside the fused LSTM cell"
+
+
+@pytest.mark.parametrize("which", ["h", "c"])
+def test_lstm_cell_gradient_of_one_output(which):
+    """Only h' (or only c') reaches the loss: the fused backward takes the missing gradient as zero."""
+    from tensorkit.ops.rnn import lstm_cell
+    rng = np.random.default_rng(0)
+    g, c = rng.standard_normal((2, 12)) * 2, rng.standard_normal((2, 3))
+    gk, ck = tk.tensor(g, requires_grad=True), tk.tensor(c, requires_grad=True)
+    h, c_new = lstm_cell(gk, ck)
+    (h if which == "h" else c_new).sum().backward()
+    gt, ct = torch.tensor(g, requires_grad=True), torch.tensor(c, requires_grad=True)
+    i, f, gg, o = gt.chunk(4, -1)
+    c_t = f.sigmoid() * ct + i.sigmoid() * gg.tanh()
+    (o.sigmoid() * c_t.tanh() if which == "h" else c_t).sum().backward()
+    assert_close(gk.grad, gt.grad.numpy(), msg="gradient of gates")
+    assert_close(ck.grad, ct.grad.numpy(), msg="gradient of c")

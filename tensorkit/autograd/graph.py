@@ -44,7 +44,7 @@ class Node:
     """
 
     __slots__ = ("next_functions", "_inmeta", "_pre_hooks", "_version", "_trace", "__weakref__")
-    _multi_output = False          # outputs other than the first exist (Function): tensors store their number
+    _multi_output = False          # outputs have gradients of their own (Function, multi_output VJPs): tensors store their number
 
     def name(self) -> str:
         return type(self).__name__
@@ -114,14 +114,16 @@ class OpNode(Node):
         return tuple(f is not None for f, _ in self.next_functions)
 
     def apply(self, grads, create_graph):
+        vjp = self._vjp
         g = grads[0]
-        if g is None:
+        if g is None and not vjp.multi_output:
             return (None,) * len(self.next_functions)
         if self._freed:
             raise RuntimeError(_FREED)
         if self._versions is not None:
             self._check_versions()
-        vjp = self._vjp
+        if vjp.multi_output:        # saved outputs are passed without history (none needs it so far)
+            return vjp.fn(grads, self)
         if vjp.pointwise:
             out = self.outputs[0] if self.outputs else None
             if out is not None and create_graph:
@@ -222,11 +224,11 @@ _CLASSES: dict = {}
 _OP_OF: dict = {}
 
 
-def _node_class(op: str) -> type:
+def _node_class(op: str, multi_output: bool = False) -> type:
     cls = _CLASSES.get(op)
     if cls is None:
         name = "".join(p[:1].upper() + p[1:] for p in op.strip("_").split("_")) + "Backward0"
-        cls = _CLASSES[op] = type(name, (OpNode,), {"__slots__": ()})
+        cls = _CLASSES[op] = type(name, (OpNode,), {"__slots__": (), "_multi_output": multi_output})
         _OP_OF[cls] = op
     return cls
 
@@ -244,7 +246,7 @@ def _make_node(op: str, vjp, inputs, outputs, params, original=None) -> OpNode:
     """A node for ``op``: edges to the inputs' history, the saved tensors the VJP asked for
     (inputs not saved are None; Python numbers are always kept: VJPs skip their gradient).
     ``original``: (tensor, copy) when an in-place op overwrote an input its VJP needs."""
-    cls = _CLASSES.get(op) or _node_class(op)
+    cls = _CLASSES.get(op) or _node_class(op, vjp.multi_output)
     node = cls.__new__(cls)
     keep = vjp.save_inputs
     nexts, metas, saved, versions = [], [], [], []
@@ -329,9 +331,11 @@ def record(op: str, inputs: tuple, outputs: tuple, params: dict) -> None:
     if not out.dtype.is_floating_point and not any(o.dtype.is_floating_point for o in outputs):
         return                          # integer and bool results never require grad
     node = _make_node(op, vjp, inputs, outputs, params) if vjp is not None else _not_implemented(op, inputs)
-    for o in outputs:
+    for i, o in enumerate(outputs):
         if o.dtype.is_floating_point:
             o.grad_fn, o._requires_grad = node, True
+            if i and node._multi_output:
+                o.__dict__["_nr"] = i
 
 
 def _record_write(op, vjp, inputs, dest: Tensor, params) -> None:

@@ -1170,6 +1170,54 @@ op_db += [
            grad_skip={"class weight": "class weights get no gradient (as in PyTorch)"}),
 ]
 
+
+# ---- fused recurrent cells (ops/rnn.py) ----------------------------------------------------------------------
+def _ref_lstm_cell(gates, c):
+    i, f, g, o = np.split(gates, 4, -1)
+    sig = lambda x: 0.5 * (1 + np.tanh(0.5 * x))         # no overflow warnings at large |x|
+    c_new = sig(f) * c + sig(i) * np.tanh(g)
+    return sig(o) * np.tanh(c_new), c_new
+
+
+def _torch_lstm_cell(torch):
+    def fn(gates, c):
+        i, f, g, o = gates.chunk(4, -1)
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c_new), c_new
+    return fn
+
+
+def _sample_lstm_cell(info, device, dtype, rng):
+    mk = lambda shape, layout=_C, r=4.0: make_tensor(shape, dtype, device, rng=rng, low=-r, high=r, layout=layout)
+    yield SampleInput(mk((3, 8)), (mk((3, 2)),), name="batch")
+    if dtype not in REPRESENTATIVE:
+        return
+    yield SampleInput(mk((8,)), (mk((2,)),), name="unbatched")
+    yield SampleInput(mk((2, 3, 12), "transposed"), (mk((2, 3, 3), "step"),), name="strided gates and c")
+    yield SampleInput(mk((2, 8), r=60.0), (mk((2, 2)),), name="saturated gates")    # the stable sigmoid: no inf / inf
+    yield SampleInput(mk((0, 8)), (mk((0, 2)),), name="empty batch")
+
+
+def _errors_lstm_cell(info, device):
+    yield ErrorInput(SampleInput(_f32((3, 8), device), (_f32((3, 3), device),), name="gates not 4 H"), RuntimeError,
+                     r"lstm_cell: expected gates of shape \[\*, 4 \* H\] and c of shape \[\*, H\].*got gates \[3, 8\] "
+                     r"and c \[3, 3\]")
+
+
+def _lstm_cell_op(gates, c):
+    from ..ops.rnn import lstm_cell
+    return lstm_cell(gates, c)
+
+
+op_db += [
+    # one launch of the pointwise codegen each way (a multi-output Program over the gate chunks)
+    OpInfo("lstm_cell", _lstm_cell_op, _ref_lstm_cell, _sample_lstm_cell, declared=("lstm_cell", "lstm_cell_backward"),
+           error_inputs=_errors_lstm_cell, torch_fn=_torch_lstm_cell,
+           # PyTorch's composite rounds every intermediate (i, f, g, f c, i g) to 16 bits; ours rounds once: where
+           # c' = f c + i g cancels, the two differ by an ulp or two of the terms (magnitude ~1)
+           torch_tol={D.float16: (4e-3, 2e-3), D.bfloat16: (3e-2, 1.6e-2)}),
+]
+
 # ---- convolution and pooling (entries and references in opinfo_conv.py) -------------------------------------------
 from .opinfo_conv import conv_db  # noqa: E402  (needs OpInfo, SampleInput, make_tensor from above)
 

@@ -5,6 +5,8 @@
 
 The layers are composites: the input projection of a whole sequence is one matmul per layer
 and direction; each time step is a small matmul with the hidden state plus pointwise gates.
+An LSTM step's gates are the fused primitive ``ops.rnn.lstm_cell`` (one launch forward, one
+backward): at language-model sizes a step is bound by kernel launches, not by memory.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import math
 
 from ... import functional as TF
 from ...ops.creation import empty, zeros
+from ...ops.rnn import lstm_cell
 from ...ops.shape import cat, stack
 from .. import functional as F
 from ..parameter import Parameter
@@ -29,23 +32,26 @@ def _linear(x, w, b):
     return y + b if b is not None else y
 
 
-# one step of each cell: ``xw`` is the input's projection (x W_ih^T + b_ih), h (and c) the state
-def _rnn_step(xw, h, c, w_hh, b_hh, relu: bool):
-    pre = xw + _linear(h, w_hh, b_hh)
+def _hidden(h, w_hh_t, b_hh):
+    y = h @ w_hh_t
+    return y + b_hh if b_hh is not None else y
+
+
+# one step of each cell: ``xw`` is the input's projection (x W_ih^T + b_ih), h (and c) the state,
+# ``w_hh_t`` is W_hh^T (transposed once per sequence, not per step); ``b_hh`` is None where the
+# caller folded it into ``xw`` (it adds to the gates directly in RNN and LSTM, not in GRU)
+def _rnn_step(xw, h, c, w_hh_t, b_hh, relu: bool):
+    pre = xw + _hidden(h, w_hh_t, b_hh)
     return (TF.relu(pre) if relu else pre.tanh()), None
 
 
-# A step is launch-bound at typical sizes: one sigmoid over all the gates (a composite of several
-# kernels) costs less than one per gate, though it also covers the g (or n) quarter it does not need.
-def _lstm_step(xw, h, c, w_hh, b_hh, relu=False):
-    gates = xw + _linear(h, w_hh, b_hh)
-    i, f, _, o = TF.sigmoid(gates).chunk(4, -1)
-    c = f * c + i * gates.chunk(4, -1)[2].tanh()
-    return o * c.tanh(), c
+# A step is launch-bound at typical sizes: the gates' pointwise part is one fused launch each way.
+def _lstm_step(xw, h, c, w_hh_t, b_hh, relu=False):
+    return lstm_cell(xw + _hidden(h, w_hh_t, b_hh), c)
 
 
-def _gru_step(xw, h, c, w_hh, b_hh, relu=False):
-    hw = _linear(h, w_hh, b_hh)
+def _gru_step(xw, h, c, w_hh_t, b_hh, relu=False):
+    hw = _hidden(h, w_hh_t, b_hh)
     two = 2 * h.shape[-1]
     r, z = TF.sigmoid(xw[..., :two] + hw[..., :two]).chunk(2, -1)
     n = (xw[..., two:] + r * hw[..., two:]).tanh()
@@ -138,12 +144,15 @@ class RNNBase(Module):
             outs = []
             for d in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = self._weights(layer, d)
+                if b_hh is not None and self.mode != "GRU":     # one bias add per sequence, not per step
+                    b_ih, b_hh = b_ih + b_hh, None
                 xw = _linear(x, w_ih, b_ih)                 # [T, N, gates]: all steps at once
+                w_hh_t = w_hh.t()
                 k = layer * dirs + d
                 h, c = h0[k], (c0[k] if lstm else None)
                 ys = [None] * t_len
                 for t in (reversed(range(t_len)) if d else range(t_len)):
-                    h, c = step(xw[t], h, c, w_hh, b_hh, relu)
+                    h, c = step(xw[t], h, c, w_hh_t, b_hh, relu)
                     ys[t] = h
                 outs.append(stack(ys, 0))
                 hn.append(h)
@@ -255,7 +264,7 @@ class _CellBase(Module):
         x, hs, batched = self._prepare(input, hx)
         step = _STEPS[self._mode]
         h, c = step(_linear(x, self.weight_ih, self.bias_ih), hs[0], hs[1] if len(hs) > 1 else None,
-                    self.weight_hh, self.bias_hh, self._mode == "RNN_RELU")
+                    self.weight_hh.t(), self.bias_hh, self._mode == "RNN_RELU")
         if not batched:
             h, c = h.squeeze(0), (c.squeeze(0) if c is not None else None)
         return (h, c) if self._mode == "LSTM" else h

@@ -1,0 +1,215 @@
+"""Fused recurrent-cell primitives: ``lstm_cell`` and its backward ``lstm_cell_backward``.
+
+Why primitives: an LSTM step's pointwise part (three sigmoids, two tanh, the cell update and
+the output gate) is ~10 kernels as a composition and more backward; at the sizes of language
+models a step is bound by launches, not memory. Each primitive here is ONE launch of the
+pointwise codegen (``kernels/codegen.py``): a multi-output ``Program`` whose nodes reuse the
+scalar bodies of the pointwise primitives (``sigmoid``'s stable body, ``tanh``, ...), whose
+inputs are the four gate chunks of ``gates`` (strided views, no copy) and whose outputs are
+written straight into their tensors (``lstm_cell_backward`` into the four chunks of one
+``dgates``). float16/bfloat16 compute in float32, as every pointwise kernel.
+
+Gradients. ``lstm_cell`` has two outputs with a gradient each (a ``multi_output`` VJP); its
+VJP is the fused ``lstm_cell_backward``, which recomputes the activations from ``gates`` and
+``c`` (nothing but the inputs is saved). ``lstm_cell_backward``'s own VJP is a composite of
+tensorkit ops, so higher derivatives exist.
+"""
+from __future__ import annotations
+
+from .. import _dispatch
+from .. import dtypes as D
+from .._tensor import Tensor
+from ..kernels.codegen import Node, Program
+from .creation import new_tensor
+from .pointwise import _LAUNCH, FLOATS, add, copy, mul, sigmoid, sub, tanh
+
+for _op in ("lstm_cell", "lstm_cell_backward"):
+    for _dev in ("cpu", "cuda"):
+        _dispatch.register(_op, _dev, FLOATS)(_LAUNCH[_dev])
+del _op, _dev
+
+_HALF = (D.float16, D.bfloat16)
+
+
+class _Builder:
+    """A Program under construction: ``b(prim, *values)`` appends a node computing the
+    pointwise primitive ``prim``'s scalar body on earlier values (indices) and returns its index."""
+
+    def __init__(self, inputs, compute: D.DType):
+        self.inputs, self.compute, self.nodes = tuple(inputs), compute, []
+
+    def __call__(self, prim, *args, dtype=None) -> int:
+        self.nodes.append(Node(prim.name, prim.body, args, self.compute, dtype or self.compute))
+        return len(self.inputs) + len(self.nodes) - 1
+
+    def program(self, outputs, dtypes) -> Program:
+        """Outputs cast to their dtypes (half results are stored rounded, computed in float32)."""
+        outs = [k if dt is self.compute else self(copy, k, dtype=dt) for k, dt in zip(outputs, dtypes)]
+        return Program(self.inputs, tuple(self.nodes), tuple(outs))
+
+
+# derivative factors, from the activation's value: sigmoid' = s (1 - s), tanh' = 1 - t^2
+class _Body:
+    def __init__(self, name, body):
+        self.name, self.body = name, body
+
+
+_SIGMOID_GRAD = _Body("sigmoid_grad", lambda m, s: s * (1 - s))
+_TANH_GRAD = _Body("tanh_grad", lambda m, t: 1 - t * t)
+
+
+def _activations(b: _Builder, ai, af, ag, ao, c):
+    """i, f, g, o and c' = f c + i g, t = tanh(c'), as program values."""
+    i, f, g, o = b(sigmoid, ai), b(sigmoid, af), b(tanh, ag), b(sigmoid, ao)
+    c_new = b(add, b(mul, f, c), b(mul, i, g))
+    return i, f, g, o, c_new, b(tanh, c_new)
+
+
+_programs: dict = {}
+
+
+def _forward_program(gates_dtype, c_dtype, compute, result) -> Program:
+    """inputs: the i, f, g, o chunks of gates, c; outputs: h = o tanh(c'), c' = f c + i g."""
+    key = ("fwd", gates_dtype, c_dtype, compute, result)
+    prog = _programs.get(key)
+    if prog is None:
+        b = _Builder([("tensor", gates_dtype)] * 4 + [("tensor", c_dtype)], compute)
+        i, f, g, o, c_new, t = _activations(b, 0, 1, 2, 3, 4)
+        prog = _programs[key] = b.program([b(mul, o, t), c_new], [result, result])
+    return prog
+
+
+def _backward_program(dh, dc, gates_dtype, c_dtype, compute, result) -> Program:
+    """inputs: dh, dc' (tensors, or the number 0 for a missing gradient), the gate chunks, c;
+    outputs: the four chunks of dgates and dc.
+
+        A = dc' + dh o (1 - t^2)                       (the whole gradient reaching c')
+        d ai = A g i (1 - i),  d af = A c f (1 - f),  d ag = A i (1 - g^2),  d ao = dh t o (1 - o)
+        dc = A f
+    """
+    kind = lambda x: ("tensor", x.dtype) if isinstance(x, Tensor) else ("scalar", compute)
+    ins = [kind(dh), kind(dc)] + [("tensor", gates_dtype)] * 4 + [("tensor", c_dtype)]
+    key = ("bwd", *ins, compute, result)
+    prog = _programs.get(key)
+    if prog is None:
+        b = _Builder(ins, compute)
+        i, f, g, o, _, t = _activations(b, 2, 3, 4, 5, 6)
+        a = b(add, 1, b(mul, b(mul, 0, o), b(_TANH_GRAD, t)))
+        dai = b(mul, b(mul, a, g), b(_SIGMOID_GRAD, i))
+        daf = b(mul, b(mul, a, 6), b(_SIGMOID_GRAD, f))
+        dag = b(mul, b(mul, a, i), b(_TANH_GRAD, g))
+        dao = b(mul, b(mul, 0, t), b(_SIGMOID_GRAD, o))
+        prog = _programs[key] = b.program([dai, daf, dag, dao, b(mul, a, f)], [result] * 5)
+    return prog
+
+
+def _chunks(gates: Tensor, n: int) -> list:
+    """The four gate chunks of ``gates`` [..., 4H] as [..., H] views (not recorded: kernel operands)."""
+    step = n * gates._strides[-1] if gates._shape else 0
+    return [Tensor._make(gates._storage, gates._offset + k * step, gates._shape[:-1] + (n,), gates._strides,
+                         gates.dtype, gates) for k in range(4)]
+
+
+def _check(op: str, gates, c) -> int:
+    for name, t in (("gates", gates), ("c", c)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: expected {name} to be a Tensor, got {type(t).__name__}")
+    if c.ndim == 0 or tuple(gates.shape) != tuple(c.shape[:-1]) + (4 * c.shape[-1],):
+        raise RuntimeError(f"{op}: expected gates of shape [*, 4 * H] and c of shape [*, H] (the same leading "
+                           f"dims; gates i, f, g, o along the last), got gates {list(gates.shape)} and c "
+                           f"{list(c.shape)}")
+    if gates.device != c.device:
+        raise RuntimeError(f"{op}: expected gates and c on the same device, got {gates.device} and {c.device}")
+    return c.shape[-1]
+
+
+def _dtypes(*tensors):
+    common = D.result_type(*tensors)
+    return common, (D.float32 if common in _HALF else common)
+
+
+def _run(op: str, program: Program, args: list, outs: list, common: D.DType) -> None:
+    dev = outs[0]._storage.device.type
+    kernel = _dispatch.KERNELS.get((op, dev, common)) or _dispatch.lookup(op, dev, common)
+    kernel(program, args, outs, outs[0].numel())
+
+
+def lstm_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """The pointwise part of an LSTM step, fused: from the pre-activation ``gates`` ``[*, 4H]``
+    (chunks i, f, g, o in PyTorch's order: ``x W_ihᵀ + b_ih + h W_hhᵀ + b_hh``) and the cell
+    state ``c`` ``[*, H]``, returns ``(h', c')`` with
+
+        i, f, o = sigmoid(...), g = tanh(...),  c' = f c + i g,  h' = o tanh(c')
+
+    in one kernel launch forward and one backward. dtypes promote as pointwise ops
+    (float16/bfloat16 compute in float32). ``nn.LSTM`` and ``nn.LSTMCell`` use it.
+
+    Example::
+
+        >>> h, c = tk.ops.rnn.lstm_cell(tk.randn(2, 8), tk.zeros(2, 2))
+    """
+    n = _check("lstm_cell", gates, c)
+    common, compute = _dtypes(gates, c)
+    dev = c._storage.device
+    h, c_new = new_tensor(c.shape, common, dev), new_tensor(c.shape, common, dev)
+    _run("lstm_cell", _forward_program(gates.dtype, c.dtype, compute, common), _chunks(gates, n) + [c], [h, c_new],
+         common)
+    if _dispatch.observers:
+        _dispatch.notify("lstm_cell", (gates, c), (h, c_new), {})
+    return h, c_new
+
+
+def lstm_cell_backward(dh, dc, gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """The fused backward of ``lstm_cell``: ``(dgates, dc)`` from the gradients ``dh`` of h' and
+    ``dc`` of c' (either may be None: no gradient), recomputing the activations from ``gates``
+    and ``c``. One kernel launch, writing the four chunks of ``dgates`` and ``dc``."""
+    n = _check("lstm_cell_backward", gates, c)
+    dh, dc = (0.0 if dh is None else dh), (0.0 if dc is None else dc)
+    common, compute = _dtypes(*[t for t in (dh, dc, gates, c) if isinstance(t, Tensor)])
+    dev = c._storage.device
+    dgates, dc_prev = new_tensor(gates.shape, common, dev), new_tensor(c.shape, common, dev)
+    program = _backward_program(dh, dc, gates.dtype, c.dtype, compute, common)
+    _run("lstm_cell_backward", program, [dh, dc] + _chunks(gates, n) + [c], _chunks(dgates, n) + [dc_prev], common)
+    if _dispatch.observers:
+        _dispatch.notify("lstm_cell_backward", (dh, dc, gates, c), (dgates, dc_prev), {})
+    return dgates, dc_prev
+
+
+@_dispatch.defvjp("lstm_cell", multi_output=True)
+def _lstm_cell_vjp(grads, node):
+    gates, c = node.inputs
+    return lstm_cell_backward(grads[0], grads[1] if len(grads) > 1 else None, gates, c)
+
+
+@_dispatch.defvjp("lstm_cell_backward", multi_output=True)
+def _lstm_cell_backward_vjp(grads, node):
+    """Gradients of ``lstm_cell_backward``'s outputs (the formulas in ``_backward_program``) with
+    respect to dh, dc', gates and c, given u (the gradients of d ai, d af, d ag, d ao) and uc
+    (of dc). With uA = ui g i' + uf c f' + ug i g' + uc f (what reaches A; i' = i (1 - i) ...):
+
+        d/d dc' = uA,  d/d dh = uA o t' + uo t o'
+        i: ui A g (1 - 2i) + ug A g',   f: uf A c (1 - 2f) + uc A,   g: ui A i' - 2 ug A i g
+        o: uA dh t' + uo dh t (1 - 2o), t: -2 uA dh o t + uo dh o',  c: uf A f'
+        then through c' = f c + i g, t = tanh(c') and the activations.
+    """
+    dh, dc, gates, c = node.inputs
+    from .shape import cat
+    ug = grads[0]
+    uc = grads[1] if len(grads) > 1 and grads[1] is not None else 0.0
+    ui, uf, ugg, uo = ug.chunk(4, -1) if ug is not None else (0.0,) * 4
+    ai, af, ag, ao = gates.chunk(4, -1)
+    i, f, g, o = sigmoid(ai), sigmoid(af), tanh(ag), sigmoid(ao)
+    c_new = f * c + i * g
+    t = tanh(c_new)
+    di, df, dg, do, dt = i * (1 - i), f * (1 - f), 1 - g * g, o * (1 - o), 1 - t * t
+    a = dc + dh * o * dt
+    ua = ui * g * di + uf * c * df + ugg * i * dg + uc * f
+    bar_o = ua * dh * dt + uo * dh * t * (1 - 2 * o)
+    bar_cn = (ua * dh * o * t * -2 + uo * dh * do) * dt
+    bar_i = ui * a * g * (1 - 2 * i) + ugg * a * dg + bar_cn * g
+    bar_f = uf * a * c * (1 - 2 * f) + uc * a + bar_cn * c
+    bar_g = ui * a * di - 2 * ugg * a * i * g + bar_cn * i
+    bar_c = uf * a * df + bar_cn * f
+    grad_gates = cat([bar_i * di, bar_f * df, bar_g * dg, bar_o * do], -1)
+    grad_dh = ua * o * dt + uo * t * do if isinstance(dh, Tensor) else None
+    return grad_dh, (ua if isinstance(dc, Tensor) else None), grad_gates, bar_c
