@@ -66,20 +66,28 @@ def _layer_norm(b, rows, notes) -> None:
         g, pg = b.pair(b.rng.standard_normal((m, n), dtype=np.float32), dtype)
         fwd = lambda: tk.nn.functional.layer_norm(x, (n,), w, bias)
         tfwd = lambda: torch.nn.functional.layer_norm(px, (n,), pw, pb)
-        with tk.no_grad(), torch.no_grad():
-            _row(b, "layer_norm forward", shape, fwd, tfwd, lambda: _close("ln", fwd(), tfwd(), tol, tol), rows, notes)
+        _norm_rows(b, "layer_norm", shape, fwd, tfwd, (x, w, bias), (px, pw, pb), g, pg, tol, rows, notes)
 
-        def both():
-            return tk.autograd.grad(fwd(), (x, w, bias), g)
 
-        def tboth():
-            return torch.autograd.grad(tfwd(), (px, pw, pb), pg)
+def _norm_rows(b, name, shape, fwd, tfwd, inputs, tinputs, g, pg, tol, rows, notes, extra_check=None) -> None:
+    """The forward row and the forward+backward row of an affine norm: output, then the
+    gradients of (input, weight, bias), each within ``tol`` of its largest magnitude."""
+    tk, torch = b.tk, b.torch
+    with tk.no_grad(), torch.no_grad():
+        _row(b, f"{name} forward", shape, fwd, tfwd, lambda: _close(name, fwd(), tfwd(), tol, tol), rows, notes)
 
-        def check():
-            for a, e, what in zip(both(), tboth(), ("dx", "dweight", "dbias")):
-                scale = float(np.abs(_np(e)).max())
-                _close(f"ln {what}", a, e, tol, tol * scale)
-        _row(b, "layer_norm forward+backward", shape, both, tboth, check, rows, notes)
+    def both():
+        return tk.autograd.grad(fwd(), inputs, g)
+
+    def tboth():
+        return torch.autograd.grad(tfwd(), tinputs, pg)
+
+    def check():
+        for a, e, what in zip(both(), tboth(), ("dx", "dweight", "dbias")):
+            _close(f"{name} {what}", a, e, tol, tol * float(np.abs(_np(e)).max()))
+        if extra_check is not None:
+            extra_check()
+    _row(b, f"{name} forward+backward", shape, both, tboth, check, rows, notes)
 
 
 def _batch_norm(b, rows, notes) -> None:
@@ -96,20 +104,8 @@ def _batch_norm(b, rows, notes) -> None:
         g, pg = b.pair(b.rng.standard_normal(shape, dtype=np.float32), dtype)
         fwd = lambda: tk.nn.functional.batch_norm(x, rm, rv, w, bias, True)
         tfwd = lambda: torch.nn.functional.batch_norm(px, prm, prv, pw, pb, True)
-        with tk.no_grad(), torch.no_grad():
-            _row(b, "batch_norm forward", label, fwd, tfwd, lambda: _close("bn", fwd(), tfwd(), tol, tol), rows, notes)
-
-        def both():
-            return tk.autograd.grad(fwd(), (x, w, bias), g)
-
-        def tboth():
-            return torch.autograd.grad(tfwd(), (px, pw, pb), pg)
-
-        def check():
-            for a, e, what in zip(both(), tboth(), ("dx", "dweight", "dbias")):
-                _close(f"bn {what}", a, e, tol, tol * float(np.abs(_np(e)).max()))
-            _close("bn running_var", rv, prv, 1e-4, 1e-4)
-        _row(b, "batch_norm forward+backward", label, both, tboth, check, rows, notes)
+        _norm_rows(b, "batch_norm", label, fwd, tfwd, (x, w, bias), (px, pw, pb), g, pg, tol, rows, notes,
+                   lambda: _close("batch_norm running_var", rv, prv, 1e-4, 1e-4))
 
 
 def _cross_entropy(b, rows, notes) -> None:

@@ -96,21 +96,28 @@ def test_layer_norm_long_rows_on_the_loop_path(monkeypatch):
     assert_close(x.grad.cpu(), xt.grad.numpy(), msg="cross_entropy gradient")
 
 
-def test_layer_norm_double_backward_matches_torch():
-    rng = np.random.default_rng(0)
-    arrays = rng.standard_normal((3, 4)), rng.standard_normal(4), rng.standard_normal(4)
+def _second_order_matches_torch(ours_fn, theirs_fn, arrays):
+    """Gradients of the squared first-order gradients (of a non-trivial loss), taken through
+    ``create_graph=True``, vs PyTorch's, for every argument."""
     theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
     ours = [tk.tensor(a, requires_grad=True) for a in arrays]
-    yt = torch.nn.functional.layer_norm(theirs[0], (4,), theirs[1], theirs[2])
+    yt = theirs_fn(*theirs)
     gt = torch.autograd.grad((yt * yt.detach().sin()).sum(), theirs, create_graph=True)
     sum(g.square().sum() for g in gt).backward()
-    y = tk.nn.functional.layer_norm(ours[0], (4,), ours[1], ours[2])
+    y = ours_fn(*ours)
     g = tk.autograd.grad((y * y.detach().sin()).sum(), ours, create_graph=True)
     sum(t.square().sum() for t in g).backward()
     for o, t in zip(ours, theirs):          # the bias's gradient does not depend on the bias: None in torch
         expected = t.grad.numpy() if t.grad is not None else np.zeros(t.shape)
         assert_close(o.grad if o.grad is not None else tk.zeros(o.shape, dtype=o.dtype), expected,
                      msg="second-order gradient")
+
+
+def test_layer_norm_double_backward_matches_torch():
+    rng = np.random.default_rng(0)
+    _second_order_matches_torch(lambda x, w, b: tk.nn.functional.layer_norm(x, (4,), w, b),
+                                lambda x, w, b: torch.nn.functional.layer_norm(x, (4,), w, b),
+                                (rng.standard_normal((3, 4)), rng.standard_normal(4), rng.standard_normal(4)))
 
 
 @pytest.mark.parametrize("cls,shape", [("BatchNorm1d", (6, 3)), ("BatchNorm1d", (4, 3, 2)), ("BatchNorm2d", (2, 3, 2, 2))])
@@ -264,17 +271,8 @@ def test_batch_norm_double_backward():
     arrays = rng.standard_normal((4, 3, 2)) * 2 + 1, rng.standard_normal(3), rng.standard_normal(3)
     ours = [tk.tensor(a, requires_grad=True) for a in arrays]
     assert tk.autograd.gradgradcheck(lambda x, w, b: tk.nn.functional.batch_norm(x, None, None, w, b, True), ours)
-    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
-    yt = torch.nn.functional.batch_norm(theirs[0], None, None, theirs[1], theirs[2], True)
-    gt = torch.autograd.grad((yt * yt.detach().sin()).sum(), theirs, create_graph=True)
-    sum(g.square().sum() for g in gt).backward()
-    y = tk.nn.functional.batch_norm(ours[0], None, None, ours[1], ours[2], True)
-    g = tk.autograd.grad((y * y.detach().sin()).sum(), ours, create_graph=True)
-    sum(t.square().sum() for t in g).backward()
-    for o, t in zip(ours, theirs):          # the bias's gradient does not depend on the bias: None in torch
-        expected = t.grad.numpy() if t.grad is not None else np.zeros(t.shape)
-        assert_close(o.grad if o.grad is not None else tk.zeros(o.shape, dtype=o.dtype), expected,
-                     msg="second-order gradient")
+    _second_order_matches_torch(lambda x, w, b: tk.nn.functional.batch_norm(x, None, None, w, b, True),
+                                lambda x, w, b: torch.nn.functional.batch_norm(x, None, None, w, b, True), arrays)
 
 
 def test_batch_norm_split_tiles_on_the_gpu_path(monkeypatch):
