@@ -51,7 +51,11 @@ def test_there_are_tutorials():
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.name for p in TUTORIALS])
 def test_tutorial_runs(path, tmp_path):
-    env = dict(os.environ, TENSORKIT_TUTORIAL_QUICK="1", TENSORKIT_TUTORIAL_OUT=str(tmp_path), MPLBACKEND="Agg")
+    # One BLAS thread unless the caller says otherwise: next to other test workers, OpenBLAS's
+    # spinning threads made tutorial 4's tiny matmuls ~25x slower on the 2-core VM (numpy's 500
+    # steps: 22 s instead of 0.8 s).
+    env = {"OPENBLAS_NUM_THREADS": "1", **os.environ,
+           "TENSORKIT_TUTORIAL_QUICK": "1", "TENSORKIT_TUTORIAL_OUT": str(tmp_path), "MPLBACKEND": "Agg"}
     proc = subprocess.run([sys.executable, str(path)], cwd=path.parent.parent, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{path.name} exited with {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"

@@ -133,11 +133,11 @@ def main(argv=None) -> int:
                                                         pathlib.Path(__file__).resolve().parent / "out"),
                         help="directory for the plot and the checkpoint (default: tutorials/out)")
     parser.add_argument("--seed", type=int, default=int(os.environ.get("TENSORKIT_TUTORIAL_SEED", 0)))
-    parser.add_argument("--epochs", type=int, default=None, help="default: 15 (1 with --quick)")
+    parser.add_argument("--epochs", type=int, default=None, help="default: 10 (1 with --quick)")
     parser.add_argument("--quick", action="store_true", default=os.environ.get("TENSORKIT_TUTORIAL_QUICK") == "1",
                         help="1 epoch on a subset, no accuracy check (the test suite's mode)")
     args = parser.parse_args(argv)
-    epochs = args.epochs or (1 if args.quick else 15)
+    epochs = args.epochs or (1 if args.quick else 10)
     out_dir = pathlib.Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm

@@ -69,6 +69,7 @@ for t in range(STEPS):
     w2 -= LR * grad_w2
 time_np = time.perf_counter() - start
 w1_np, w2_np = w1, w2
+print(f"loss {losses_np[0]:.4g} at step 0 -> {losses_np[-1]:.4g} at step {STEPS - 1} ({time_np:.2f} s)")
 
 # ---------------------------------------------------------------------------------------------
 section("2. tensorkit, the same gradients by hand")
@@ -97,6 +98,7 @@ for t in range(STEPS):
     w2 -= LR * grad_w2
 time_manual = time.perf_counter() - start
 w1_manual, w2_manual = w1, w2
+print(f"loss {losses_manual[0]:.4g} at step 0 -> {losses_manual[-1]:.4g} at step {STEPS - 1} ({time_manual:.2f} s)")
 
 # ---------------------------------------------------------------------------------------------
 section("3. tensorkit with autograd")
@@ -118,6 +120,7 @@ for t in range(STEPS):
         w2.grad = None
 time_auto = time.perf_counter() - start
 w1_auto, w2_auto = w1.detach(), w2.detach()
+print(f"loss {losses_auto[0]:.4g} at step 0 -> {losses_auto[-1]:.4g} at step {STEPS - 1} ({time_auto:.2f} s)")
 
 # ---------------------------------------------------------------------------------------------
 section("4. The three runs agree")

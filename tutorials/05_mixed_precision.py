@@ -80,7 +80,8 @@ section("2. Why float16 needs a loss scale")
 print(f"\nsmallest positive float16 (subnormal) ~6e-8, largest 65504; bfloat16 has float32's range "
       f"(~1e-38 .. 3e38) with fewer digits")
 tiny = tk.tensor([1e-3, 1e-6, 1e-8, 1e-9])
-show("gradients this small, cast to float16: the last two flush to zero", tiny.to(tk.float16))
+show("gradients this small, cast to float16: the last two flush to zero (and 1e-6, a subnormal, keeps "
+     "only a few bits)", tiny.to(tk.float16))
 show("scaled by 2**16 first (what scaler.scale(loss) does to every gradient), they survive",
      (tiny * 2.0 ** 16).to(tk.float16))
 show("and bfloat16 keeps them all without scaling (roughly: 3 significant digits)", tiny.to(tk.bfloat16))
@@ -166,8 +167,10 @@ for e, (l1, l2) in enumerate(zip(loss32, loss16), 1):
     print(f"{e:5d} {l1:14.4f} {l2:14.4f}")
 print(f"\nheld-out accuracy: float32 {acc32:.2%}, autocast ({amp_dtype}) {acc16:.2%}")
 print(f"time: float32 {t32:.2f} s, autocast {t16:.2f} s"
-      + ("" if real_gpu else "  (on the CPU, low precision saves no time: the casts cost more than they "
-                              "save; the speed-up is a GPU's)"))
+      + ("  (a model this small is bound by kernel launches, not arithmetic: autocast pays off on "
+         "large matmuls and convolutions)" if real_gpu else
+         "  (on the CPU, low precision saves no time: the casts cost more than they save; the speed-up "
+         "is a GPU's)"))
 show("after training under autocast the weights are still float32", m16[0].weight.dtype)
 assert m16[0].weight.dtype == tk.float32
 assert loss16[-1] < 0.5 * loss16[0] and acc16 > 0.8, "training under autocast should learn"
