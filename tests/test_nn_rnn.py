@@ -127,25 +127,26 @@ def test_bad_input_names_shapes():
         tk.nn.GRUCell(3, 4)(tk.randn(2, 4))
 
 
-def test_lstm_step_is_one_fused_op_each_way():
-    """The gates' pointwise part of every step is the fused ``lstm_cell`` forward and
-    ``lstm_cell_backward`` backward (one launch each), not a chain of sigmoid / tanh / mul."""
+@pytest.mark.parametrize("name,cell", [("LSTM", "lstm_cell"), ("GRU", "gru_cell")])
+def test_step_is_one_fused_op_each_way(name, cell):
+    """The gates' pointwise part of every step is the fused cell forward and its backward
+    primitive backward (one launch each), not a chain of sigmoid / tanh / mul."""
     from tensorkit import _dispatch
     seen = []
     record = lambda op, inputs, outputs, params: seen.append(op)
-    lstm = tk.nn.LSTM(3, 4, num_layers=2)
+    rnn = getattr(tk.nn, name)(3, 4, num_layers=2)
     x = tk.randn(5, 2, 3)
     _dispatch.observers.append(record)
     try:
-        out, _ = lstm(x)
+        out, _ = rnn(x)
         forward, seen[:] = list(seen), []
         out.sum().backward()
     finally:
         _dispatch.observers.remove(record)
     steps = 5 * 2
-    assert forward.count("lstm_cell") == steps and seen.count("lstm_cell_backward") == steps
+    assert forward.count(cell) == steps and seen.count(cell + "_backward") == steps
     for op in ("sigmoid", "tanh", "mul"):
-        assert op not in forward and op not in seen, f"{op} ran outside the fused LSTM cell"
+        assert op not in forward and op not in seen, f"{op} ran outside the fused {name} cell"
 
 
 @pytest.mark.parametrize("which", ["h", "c"])

@@ -1,4 +1,4 @@
-"""Fused recurrent-cell primitives: ``lstm_cell`` and its backward ``lstm_cell_backward``.
+"""Fused recurrent-cell primitives: ``lstm_cell``, ``gru_cell`` and their backward primitives.
 
 Why primitives: an LSTM step's pointwise part (three sigmoids, two tanh, the cell update and
 the output gate) is ~10 kernels as a composition and more backward; at the sizes of language
@@ -12,7 +12,7 @@ written straight into their tensors (``lstm_cell_backward`` into the four chunks
 Gradients. ``lstm_cell`` has two outputs with a gradient each (a ``multi_output`` VJP); its
 VJP is the fused ``lstm_cell_backward``, which recomputes the activations from ``gates`` and
 ``c`` (nothing but the inputs is saved). ``lstm_cell_backward``'s own VJP is a composite of
-tensorkit ops, so higher derivatives exist.
+tensorkit ops, so higher derivatives exist. ``gru_cell`` (one output) is built the same way.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from ..kernels.codegen import Node, Program
 from .creation import new_tensor
 from .pointwise import _LAUNCH, FLOATS, add, copy, mul, sigmoid, sub, tanh
 
-for _op in ("lstm_cell", "lstm_cell_backward"):
+for _op in ("lstm_cell", "lstm_cell_backward", "gru_cell", "gru_cell_backward"):
     for _dev in ("cpu", "cuda"):
         _dispatch.register(_op, _dev, FLOATS)(_LAUNCH[_dev])
 del _op, _dev
@@ -103,11 +103,11 @@ def _backward_program(dh, dc, gates_dtype, c_dtype, compute, result) -> Program:
     return prog
 
 
-def _chunks(gates: Tensor, n: int) -> list:
-    """The four gate chunks of ``gates`` [..., 4H] as [..., H] views (not recorded: kernel operands)."""
-    step = n * gates._strides[-1] if gates._shape else 0
+def _chunks(gates: Tensor, n: int, count: int = 4) -> list:
+    """The ``count`` gate chunks of ``gates`` [..., count H] as [..., H] views (not recorded: kernel operands)."""
+    step = n * gates._strides[-1]
     return [Tensor._make(gates._storage, gates._offset + k * step, gates._shape[:-1] + (n,), gates._strides,
-                         gates.dtype, gates) for k in range(4)]
+                         gates.dtype, gates) for k in range(count)]
 
 
 def _check(op: str, gates, c) -> int:
@@ -213,3 +213,132 @@ def _lstm_cell_backward_vjp(grads, node):
     grad_gates = cat([bar_i * di, bar_f * df, bar_g * dg, bar_o * do], -1)
     grad_dh = ua * o * dt + uo * t * do if isinstance(dh, Tensor) else None
     return grad_dh, (ua if isinstance(dc, Tensor) else None), grad_gates, bar_c
+
+
+# ---- GRU ------------------------------------------------------------------------------------------------
+def _gru_activations(b: _Builder, xr, xz, xn, hr, hz, hn):
+    """r, z, n = tanh(x_n + r h_n), as program values."""
+    r, z = b(sigmoid, b(add, xr, hr)), b(sigmoid, b(add, xz, hz))
+    return r, z, b(tanh, b(add, xn, b(mul, r, hn)))
+
+
+def _gru_forward_program(x_dtype, hw_dtype, h_dtype, compute, result) -> Program:
+    """inputs: the r, z, n chunks of xw and of hw, h; output: h' = n + z (h - n)."""
+    key = ("gru_fwd", x_dtype, hw_dtype, h_dtype, compute, result)
+    prog = _programs.get(key)
+    if prog is None:
+        b = _Builder([("tensor", x_dtype)] * 3 + [("tensor", hw_dtype)] * 3 + [("tensor", h_dtype)], compute)
+        _, z, n = _gru_activations(b, 0, 1, 2, 3, 4, 5)
+        prog = _programs[key] = b.program([b(add, n, b(mul, z, b(sub, 6, n)))], [result])
+    return prog
+
+
+def _gru_backward_program(g_dtype, x_dtype, hw_dtype, h_dtype, compute, result) -> Program:
+    """inputs: dh' (g), the chunks of xw and hw, h; outputs: the three chunks of dxw, of dhw
+    (its r and z chunks are dxw's, written twice) and dh:
+
+        d an = g (1 - z)(1 - n^2),  d ar = d an h_n r (1 - r),  d az = g (h - n) z (1 - z)
+        dxw = [d ar, d az, d an],  dhw = [d ar, d az, d an r],  dh = g z
+    """
+    key = ("gru_bwd", g_dtype, x_dtype, hw_dtype, h_dtype, compute, result)
+    prog = _programs.get(key)
+    if prog is None:
+        b = _Builder([("tensor", g_dtype)] + [("tensor", x_dtype)] * 3 + [("tensor", hw_dtype)] * 3
+                     + [("tensor", h_dtype)], compute)
+        r, z, n = _gru_activations(b, 1, 2, 3, 4, 5, 6)
+        dan = b(mul, b(sub, 0, b(mul, 0, z)), b(_TANH_GRAD, n))
+        dar = b(mul, b(mul, dan, 6), b(_SIGMOID_GRAD, r))
+        daz = b(mul, b(mul, 0, b(sub, 7, n)), b(_SIGMOID_GRAD, z))
+        prog = _programs[key] = b.program([dar, daz, dan, dar, daz, b(mul, dan, r), b(mul, 0, z)], [result] * 7)
+    return prog
+
+
+def _check_gru(op: str, xw, hw, h) -> int:
+    for name, t in (("xw", xw), ("hw", hw), ("h", h)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: expected {name} to be a Tensor, got {type(t).__name__}")
+    if h.ndim == 0 or tuple(xw.shape) != tuple(h.shape[:-1]) + (3 * h.shape[-1],) or tuple(hw.shape) != tuple(xw.shape):
+        raise RuntimeError(f"{op}: expected xw and hw of shape [*, 3 * H] and h of shape [*, H] (the same leading "
+                           f"dims; gates r, z, n along the last), got xw {list(xw.shape)}, hw {list(hw.shape)} and "
+                           f"h {list(h.shape)}")
+    if not xw.device == hw.device == h.device:
+        raise RuntimeError(f"{op}: expected xw, hw and h on one device, got {xw.device}, {hw.device} and {h.device}")
+    return h.shape[-1]
+
+
+def gru_cell(xw: Tensor, hw: Tensor, h: Tensor) -> Tensor:
+    """The pointwise part of a GRU step, fused: from the input's projection ``xw`` ``[*, 3H]``
+    (``x W_ihᵀ + b_ih``), the hidden state's ``hw`` ``[*, 3H]`` (``h W_hhᵀ + b_hh``; chunks r, z,
+    n in PyTorch's order) and ``h`` ``[*, H]``, returns
+
+        r, z = sigmoid(x_r + h_r), sigmoid(x_z + h_z),  n = tanh(x_n + r h_n),  h' = n + z (h - n)
+
+    in one kernel launch forward and one backward. ``nn.GRU`` and ``nn.GRUCell`` use it.
+
+    Example::
+
+        >>> h = tk.ops.rnn.gru_cell(tk.randn(2, 6), tk.randn(2, 6), tk.zeros(2, 2))
+    """
+    n = _check_gru("gru_cell", xw, hw, h)
+    common, compute = _dtypes(xw, hw, h)
+    out = new_tensor(h.shape, common, h._storage.device)
+    program = _gru_forward_program(xw.dtype, hw.dtype, h.dtype, compute, common)
+    _run("gru_cell", program, _chunks(xw, n, 3) + _chunks(hw, n, 3) + [h], [out], common)
+    if _dispatch.observers:
+        _dispatch.notify("gru_cell", (xw, hw, h), (out,), {})
+    return out
+
+
+def gru_cell_backward(g: Tensor, xw: Tensor, hw: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The fused backward of ``gru_cell``: ``(dxw, dhw, dh)`` from the gradient ``g`` of h',
+    recomputing the activations. One kernel launch, writing the chunks of dxw and dhw, and dh."""
+    n = _check_gru("gru_cell_backward", xw, hw, h)
+    common, compute = _dtypes(g, xw, hw, h)
+    dev = h._storage.device
+    dxw, dhw, dh = new_tensor(xw.shape, common, dev), new_tensor(hw.shape, common, dev), new_tensor(h.shape, common, dev)
+    program = _gru_backward_program(g.dtype, xw.dtype, hw.dtype, h.dtype, compute, common)
+    _run("gru_cell_backward", program, [g] + _chunks(xw, n, 3) + _chunks(hw, n, 3) + [h],
+         _chunks(dxw, n, 3) + _chunks(dhw, n, 3) + [dh], common)
+    if _dispatch.observers:
+        _dispatch.notify("gru_cell_backward", (g, xw, hw, h), (dxw, dhw, dh), {})
+    return dxw, dhw, dh
+
+
+@_dispatch.defvjp("gru_cell")
+def _gru_cell_vjp(g, node):
+    return gru_cell_backward(g, *node.inputs)
+
+
+@_dispatch.defvjp("gru_cell_backward", multi_output=True)
+def _gru_cell_backward_vjp(grads, node):
+    """Gradients of ``gru_cell_backward``'s outputs (the formulas in ``_gru_backward_program``)
+    with respect to g, xw, hw and h, given v (of dxw), w (of dhw) and vd (of dh). With
+    s = 1 - z, q = 1 - n^2, p = r (1 - r), y = z (1 - z), d an = g s q, and the cotangents
+    reaching d ar, d az, d an: Vr = v_r + w_r, Vz = v_z + w_z, K = Vr h_n p + v_n + w_n r:
+
+        d/dg = s q K + Vz (h - n) y + vd z
+        n: -2 K g s n - Vz g y,   z: -K g q + Vz g (h - n)(1 - 2z) + vd g,   h: Vz g y
+        h_n: d an Vr p,   r: d an (Vr h_n (1 - 2r) + w_n)
+        then through n = tanh(x_n + r h_n), r = sigmoid(x_r + h_r), z = sigmoid(x_z + h_z).
+    """
+    g, xw, hw, h = node.inputs
+    from .shape import cat
+    zero = (0.0,) * 3
+    vr, vz, vn = grads[0].chunk(3, -1) if grads[0] is not None else zero
+    wr, wz, wn = grads[1].chunk(3, -1) if len(grads) > 1 and grads[1] is not None else zero
+    vd = grads[2] if len(grads) > 2 and grads[2] is not None else 0.0
+    xr, xz, xn = xw.chunk(3, -1)
+    hr, hz, hn = hw.chunk(3, -1)
+    r, z = sigmoid(xr + hr), sigmoid(xz + hz)
+    n = tanh(xn + r * hn)
+    s, q, p, y = 1 - z, 1 - n * n, r * (1 - r), z * (1 - z)
+    dan = g * s * q
+    big_r, big_z = vr + wr, vz + wz
+    k = big_r * hn * p + vn + wn * r
+    grad_g = s * q * k + big_z * (h - n) * y + vd * z
+    bar_an = (-2 * k * g * s * n - big_z * g * y) * q
+    bar_z = -k * g * q + big_z * g * (h - n) * (1 - 2 * z) + vd * g
+    bar_hn = dan * big_r * p + bar_an * r
+    bar_ar = (dan * (big_r * hn * (1 - 2 * r) + wn) + bar_an * hn) * p
+    bar_az = bar_z * y
+    return grad_g, cat([bar_ar, bar_az, bar_an], -1), cat([bar_ar, bar_az, bar_hn], -1), big_z * g * y

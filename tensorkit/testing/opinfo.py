@@ -1171,7 +1171,7 @@ op_db += [
 ]
 
 
-# ---- fused recurrent cells (ops/rnn.py) ----------------------------------------------------------------------
+# ---- fused recurrent cells (ops/rnn.py): one launch of the pointwise codegen each way ------------------------------
 def _ref_lstm_cell(gates, c):
     i, f, g, o = np.split(gates, 4, -1)
     sig = lambda x: 0.5 * (1 + np.tanh(0.5 * x))         # no overflow warnings at large |x|
@@ -1209,12 +1209,56 @@ def _lstm_cell_op(gates, c):
     return lstm_cell(gates, c)
 
 
+def _ref_gru_cell(xw, hw, h):
+    (xr, xz, xn), (hr, hz, hn) = np.split(xw, 3, -1), np.split(hw, 3, -1)
+    sig = lambda x: 0.5 * (1 + np.tanh(0.5 * x))
+    r, z = sig(xr + hr), sig(xz + hz)
+    n = np.tanh(xn + r * hn)
+    return n + z * (h - n)
+
+
+def _torch_gru_cell(torch):
+    def fn(xw, hw, h):
+        (xr, xz, xn), (hr, hz, hn) = xw.chunk(3, -1), hw.chunk(3, -1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        return n + z * (h - n)
+    return fn
+
+
+def _sample_gru_cell(info, device, dtype, rng):
+    mk = lambda shape, layout=_C, r=4.0: make_tensor(shape, dtype, device, rng=rng, low=-r, high=r, layout=layout)
+    yield SampleInput(mk((3, 6)), (mk((3, 6)), mk((3, 2))), name="batch")
+    if dtype not in REPRESENTATIVE:
+        return
+    yield SampleInput(mk((6,)), (mk((6,)), mk((2,))), name="unbatched")
+    yield SampleInput(mk((2, 3, 9), "transposed"), (mk((2, 3, 9), "step"), mk((2, 3, 3), "transposed")),
+                      name="strided")
+    yield SampleInput(mk((2, 6), r=60.0), (mk((2, 6), r=60.0), mk((2, 2))), name="saturated gates")
+    yield SampleInput(mk((0, 6)), (mk((0, 6)), mk((0, 2))), name="empty batch")
+
+
+def _errors_gru_cell(info, device):
+    yield ErrorInput(SampleInput(_f32((3, 6), device), (_f32((3, 9), device), _f32((3, 2), device)),
+                                 name="hw not 3 H"), RuntimeError,
+                     r"gru_cell: expected xw and hw of shape \[\*, 3 \* H\] and h of shape \[\*, H\].*got xw \[3, 6\], "
+                     r"hw \[3, 9\] and h \[3, 2\]")
+
+
+def _gru_cell_op(xw, hw, h):
+    from ..ops.rnn import gru_cell
+    return gru_cell(xw, hw, h)
+
+
 op_db += [
-    # one launch of the pointwise codegen each way (a multi-output Program over the gate chunks)
     OpInfo("lstm_cell", _lstm_cell_op, _ref_lstm_cell, _sample_lstm_cell, declared=("lstm_cell", "lstm_cell_backward"),
            error_inputs=_errors_lstm_cell, torch_fn=_torch_lstm_cell,
            # PyTorch's composite rounds every intermediate (i, f, g, f c, i g) to 16 bits; ours rounds once: where
            # c' = f c + i g cancels, the two differ by an ulp or two of the terms (magnitude ~1)
+           torch_tol={D.float16: (4e-3, 2e-3), D.bfloat16: (3e-2, 1.6e-2)}),
+    OpInfo("gru_cell", _gru_cell_op, _ref_gru_cell, _sample_gru_cell, declared=("gru_cell", "gru_cell_backward"),
+           error_inputs=_errors_gru_cell, torch_fn=_torch_gru_cell,
+           # as lstm_cell's: PyTorch's composite rounds r, z, n, r h_n, h - n to 16 bits, ours once
            torch_tol={D.float16: (4e-3, 2e-3), D.bfloat16: (3e-2, 1.6e-2)}),
 ]
 

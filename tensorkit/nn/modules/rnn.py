@@ -5,8 +5,8 @@
 
 The layers are composites: the input projection of a whole sequence is one matmul per layer
 and direction; each time step is a small matmul with the hidden state plus pointwise gates.
-An LSTM step's gates are the fused primitive ``ops.rnn.lstm_cell`` (one launch forward, one
-backward): at language-model sizes a step is bound by kernel launches, not by memory.
+An LSTM (GRU) step's gates are the fused primitive ``ops.rnn.lstm_cell`` (``gru_cell``): one
+launch forward, one backward; at language-model sizes a step is bound by launches, not memory.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import math
 
 from ... import functional as TF
 from ...ops.creation import empty, zeros
-from ...ops.rnn import lstm_cell
+from ...ops.rnn import gru_cell, lstm_cell
 from ...ops.shape import cat, stack
 from .. import functional as F
 from ..parameter import Parameter
@@ -45,17 +45,12 @@ def _rnn_step(xw, h, c, w_hh_t, b_hh, relu: bool):
     return (TF.relu(pre) if relu else pre.tanh()), None
 
 
-# A step is launch-bound at typical sizes: the gates' pointwise part is one fused launch each way.
 def _lstm_step(xw, h, c, w_hh_t, b_hh, relu=False):
     return lstm_cell(xw + _hidden(h, w_hh_t, b_hh), c)
 
 
 def _gru_step(xw, h, c, w_hh_t, b_hh, relu=False):
-    hw = _hidden(h, w_hh_t, b_hh)
-    two = 2 * h.shape[-1]
-    r, z = TF.sigmoid(xw[..., :two] + hw[..., :two]).chunk(2, -1)
-    n = (xw[..., two:] + r * hw[..., two:]).tanh()
-    return n + z * (h - n), None           # (1 - z) n + z h
+    return gru_cell(xw, _hidden(h, w_hh_t, b_hh), h), None       # (1 - z) n + z h, one fused launch
 
 
 _STEPS = {"RNN_TANH": _rnn_step, "RNN_RELU": _rnn_step, "LSTM": _lstm_step, "GRU": _gru_step}
