@@ -16,7 +16,7 @@ It uses the GPU when there is a real one, else the CPU (the full run takes well 
 minute on a laptop CPU). Needs scikit-learn, tqdm and matplotlib
 (``pip install -e ".[tutorials]"``; ``make demo`` installs them and runs this script).
 
-    python tutorials/03_digits_cnn.py [--out DIR] [--seed N] [--epochs N] [--quick]
+    python tutorials/03_digits_cnn.py [--out DIR] [--seed N] [--epochs N] [--workers N] [--quick]
 
 Outputs go to ``--out`` (or ``$TENSORKIT_TUTORIAL_OUT``; default ``tutorials/out/``).
 ``--quick`` (or ``TENSORKIT_TUTORIAL_QUICK=1``, which the test suite sets) trains one epoch
@@ -134,6 +134,7 @@ def main(argv=None) -> int:
                         help="directory for the plot and the checkpoint (default: tutorials/out)")
     parser.add_argument("--seed", type=int, default=int(os.environ.get("TENSORKIT_TUTORIAL_SEED", 0)))
     parser.add_argument("--epochs", type=int, default=None, help="default: 10 (1 with --quick)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
     parser.add_argument("--quick", action="store_true", default=os.environ.get("TENSORKIT_TUTORIAL_QUICK") == "1",
                         help="1 epoch on a subset, no accuracy check (the test suite's mode)")
     args = parser.parse_args(argv)
@@ -150,9 +151,10 @@ def main(argv=None) -> int:
     (x_tr, y_tr), (x_te, y_te) = load_data(args.seed, args.quick)
     train_set = tk.utils.data.TensorDataset(x_tr, y_tr)
     test_set = tk.utils.data.TensorDataset(x_te, y_te)
-    # The whole set is 0.5 MB in memory: worker processes would only add start-up time here
-    # (num_workers=2 works too, which is why training sits under `if __name__ == "__main__"`).
-    train_loader = tk.utils.data.DataLoader(train_set, batch_size=64, shuffle=True, drop_last=False)
+    # The whole set is 0.5 MB in memory: worker processes would only add start-up time here, so
+    # the default is none. (--workers 2 works too; worker processes are why a script that uses
+    # them must keep its training under `if __name__ == "__main__":`.)
+    train_loader = tk.utils.data.DataLoader(train_set, batch_size=64, shuffle=True, num_workers=args.workers)
     test_loader = tk.utils.data.DataLoader(test_set, batch_size=256)
     print(f"train: {len(train_set)} images, held-out: {len(test_set)} images, shape {tuple(x_tr.shape[1:])}")
 
