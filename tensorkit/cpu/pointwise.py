@@ -222,8 +222,33 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
     (_kernels.get(key) or _kernel(*key))(numel, *call)
 
 
+_strided_plans: dict = {}
+
+
 def _launch_strided(program: Program, args: list, outs: list, numel: int, parallel: bool) -> None:
     out_shape = outs[0]._shape
+    # Without half types, everything but the buffers and offsets follows from the operands'
+    # shapes and strides, which repeat (a bias added to every batch): planned once per layout.
+    key = (program, parallel, out_shape, tuple(o._strides for o in outs) + tuple(
+        (a._shape, a._strides) if isinstance(a, Tensor) and a.numel() != 1 else None for a in args))
+    plan = _strided_plans.get(key)
+    if plan is not None:
+        fn, head, tail = plan
+        call = []
+        for o, strides in zip(outs, tail[:len(outs)]):
+            call += [o._storage.data, o._offset, strides]
+        k = len(outs)
+        for a, (_, dt) in zip(args, program.inputs):
+            if not isinstance(a, Tensor):
+                call.append(dt.numpy.type(a))
+            elif a.numel() == 1:
+                call.append(a._storage.data[a._offset])
+            else:
+                call += [a._storage.data, a._offset, tail[k]]
+                k += 1
+        fn(*head, *call)
+        return
+    half = any(o.dtype in _HALF for o in outs) or any(isinstance(a, Tensor) and a.dtype in _HALF for a in args)
     targets = [np.empty(out_shape, np.float32) if o.dtype in _HALF else None for o in outs]
     out_ops = [(t.reshape(-1), 0, contiguous_strides(out_shape)) if t is not None
                else (o._storage.data, o._offset, o._strides) for t, o in zip(targets, outs)]
@@ -253,7 +278,12 @@ def _launch_strided(program: Program, args: list, outs: list, numel: int, parall
     row_div = np.ones(len(shape), np.int64)
     for d in range(len(shape) - 3, -1, -1):
         row_div[d] = row_div[d + 1] * shape[d + 1]
-    fn(numel // shape[-1], len(shape), np.asarray(shape, np.int64), row_div, *call)
+    head = (numel // shape[-1], len(shape), np.asarray(shape, np.int64), row_div)
+    if not half:
+        if len(_strided_plans) > 4096:           # shapes that never repeat: keep the cache bounded
+            _strided_plans.clear()
+        _strided_plans[key] = (fn, head, [np.asarray(st, np.int64) for st in strides])
+    fn(*head, *call)
     with np.errstate(over="ignore"):         # rounding to half overflows to inf, silently as in PyTorch
         for t, o in zip(targets, outs):
             if t is not None:
