@@ -58,9 +58,11 @@ _SIGMOID_GRAD = _Body("sigmoid_grad", lambda m, s: s * (1 - s))
 _TANH_GRAD = _Body("tanh_grad", lambda m, t: 1 - t * t)
 
 
-def _activations(b: _Builder, ai, af, ag, ao, c):
-    """i, f, g, o and c' = f c + i g, t = tanh(c'), as program values."""
-    i, f, g, o = b(sigmoid, ai), b(sigmoid, af), b(tanh, ag), b(sigmoid, ao)
+def _activations(b: _Builder, gates: int, hidden: int | None, c: int):
+    """i, f, g, o and c' = f c + i g, t = tanh(c'), as program values, from the four chunks
+    of gates (inputs from index ``gates`` on), plus those of hidden_gates when given."""
+    pre = [gates + k if hidden is None else b(add, gates + k, hidden + k) for k in range(4)]
+    i, f, g, o = b(sigmoid, pre[0]), b(sigmoid, pre[1]), b(tanh, pre[2]), b(sigmoid, pre[3])
     c_new = b(add, b(mul, f, c), b(mul, i, g))
     return i, f, g, o, c_new, b(tanh, c_new)
 
@@ -68,35 +70,42 @@ def _activations(b: _Builder, ai, af, ag, ao, c):
 _programs: dict = {}
 
 
-def _forward_program(gates_dtype, c_dtype, compute, result) -> Program:
-    """inputs: the i, f, g, o chunks of gates, c; outputs: h = o tanh(c'), c' = f c + i g."""
-    key = ("fwd", gates_dtype, c_dtype, compute, result)
+def _gate_inputs(gates, hidden) -> list:
+    return [("tensor", gates.dtype)] * 4 + ([("tensor", hidden.dtype)] * 4 if hidden is not None else [])
+
+
+def _forward_program(gates, hidden, c_dtype, compute, result) -> Program:
+    """inputs: the i, f, g, o chunks of gates (and of hidden_gates), c; outputs: h = o tanh(c'),
+    c' = f c + i g."""
+    ins = _gate_inputs(gates, hidden) + [("tensor", c_dtype)]
+    key = ("fwd", *ins, compute, result)
     prog = _programs.get(key)
     if prog is None:
-        b = _Builder([("tensor", gates_dtype)] * 4 + [("tensor", c_dtype)], compute)
-        i, f, g, o, c_new, t = _activations(b, 0, 1, 2, 3, 4)
+        b = _Builder(ins, compute)
+        i, f, g, o, c_new, t = _activations(b, 0, None if hidden is None else 4, len(ins) - 1)
         prog = _programs[key] = b.program([b(mul, o, t), c_new], [result, result])
     return prog
 
 
-def _backward_program(dh, dc, gates_dtype, c_dtype, compute, result) -> Program:
-    """inputs: dh, dc' (tensors, or the number 0 for a missing gradient), the gate chunks, c;
-    outputs: the four chunks of dgates and dc.
+def _backward_program(dh, dc, gates, hidden, c_dtype, compute, result) -> Program:
+    """inputs: dh, dc' (tensors, or the number 0 for a missing gradient), the gate chunks (and
+    hidden_gates'), c; outputs: the four chunks of dgates and dc.
 
         A = dc' + dh o (1 - t^2)                       (the whole gradient reaching c')
         d ai = A g i (1 - i),  d af = A c f (1 - f),  d ag = A i (1 - g^2),  d ao = dh t o (1 - o)
         dc = A f
     """
     kind = lambda x: ("tensor", x.dtype) if isinstance(x, Tensor) else ("scalar", compute)
-    ins = [kind(dh), kind(dc)] + [("tensor", gates_dtype)] * 4 + [("tensor", c_dtype)]
+    ins = [kind(dh), kind(dc)] + _gate_inputs(gates, hidden) + [("tensor", c_dtype)]
     key = ("bwd", *ins, compute, result)
     prog = _programs.get(key)
     if prog is None:
         b = _Builder(ins, compute)
-        i, f, g, o, _, t = _activations(b, 2, 3, 4, 5, 6)
+        c = len(ins) - 1
+        i, f, g, o, _, t = _activations(b, 2, None if hidden is None else 6, c)
         a = b(add, 1, b(mul, b(mul, 0, o), b(_TANH_GRAD, t)))
         dai = b(mul, b(mul, a, g), b(_SIGMOID_GRAD, i))
-        daf = b(mul, b(mul, a, 6), b(_SIGMOID_GRAD, f))
+        daf = b(mul, b(mul, a, c), b(_SIGMOID_GRAD, f))
         dag = b(mul, b(mul, a, i), b(_TANH_GRAD, g))
         dao = b(mul, b(mul, 0, t), b(_SIGMOID_GRAD, o))
         prog = _programs[key] = b.program([dai, daf, dag, dao, b(mul, a, f)], [result] * 5)
@@ -110,16 +119,20 @@ def _chunks(gates: Tensor, n: int, count: int = 4) -> list:
                          gates.dtype, gates) for k in range(count)]
 
 
-def _check(op: str, gates, c) -> int:
-    for name, t in (("gates", gates), ("c", c)):
+def _check(op: str, gates, c, hidden=None) -> int:
+    for name, t in (("gates", gates), ("c", c)) + ((("hidden_gates", hidden),) if hidden is not None else ()):
         if not isinstance(t, Tensor):
             raise TypeError(f"{op}: expected {name} to be a Tensor, got {type(t).__name__}")
     if c.ndim == 0 or tuple(gates.shape) != tuple(c.shape[:-1]) + (4 * c.shape[-1],):
         raise RuntimeError(f"{op}: expected gates of shape [*, 4 * H] and c of shape [*, H] (the same leading "
                            f"dims; gates i, f, g, o along the last), got gates {list(gates.shape)} and c "
                            f"{list(c.shape)}")
-    if gates.device != c.device:
-        raise RuntimeError(f"{op}: expected gates and c on the same device, got {gates.device} and {c.device}")
+    if hidden is not None and hidden.shape != gates.shape:
+        raise RuntimeError(f"{op}: expected hidden_gates of the shape of gates {list(gates.shape)}, got "
+                           f"{list(hidden.shape)}")
+    if gates.device != c.device or (hidden is not None and hidden.device != c.device):
+        raise RuntimeError(f"{op}: expected gates, hidden_gates and c on one device, got {gates.device}, "
+                           f"{hidden.device if hidden is not None else None} and {c.device}")
     return c.shape[-1]
 
 
@@ -134,70 +147,78 @@ def _run(op: str, program: Program, args: list, outs: list, common: D.DType) -> 
     kernel(program, args, outs, outs[0].numel())
 
 
-def lstm_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+def lstm_cell(gates: Tensor, c: Tensor, hidden_gates: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The pointwise part of an LSTM step, fused: from the pre-activation ``gates`` ``[*, 4H]``
     (chunks i, f, g, o in PyTorch's order: ``x W_ihᵀ + b_ih + h W_hhᵀ + b_hh``) and the cell
     state ``c`` ``[*, H]``, returns ``(h', c')`` with
 
         i, f, o = sigmoid(...), g = tanh(...),  c' = f c + i g,  h' = o tanh(c')
 
-    in one kernel launch forward and one backward. dtypes promote as pointwise ops
-    (float16/bfloat16 compute in float32). ``nn.LSTM`` and ``nn.LSTMCell`` use it.
+    in one kernel launch forward and one backward. ``hidden_gates`` (``[*, 4H]``, optional) is
+    added to ``gates`` inside the kernel, as PyTorch's fused cell takes the input's and the
+    hidden state's projections: a step then needs no separate add. dtypes promote as pointwise
+    ops (float16/bfloat16 compute in float32). ``nn.LSTM`` and ``nn.LSTMCell`` use it.
 
     Example::
 
         >>> h, c = tk.ops.rnn.lstm_cell(tk.randn(2, 8), tk.zeros(2, 2))
     """
-    n = _check("lstm_cell", gates, c)
-    common, compute = _dtypes(gates, c)
+    n = _check("lstm_cell", gates, c, hidden_gates)
+    common, compute = _dtypes(*[t for t in (gates, c, hidden_gates) if t is not None])
     dev = c._storage.device
     h, c_new = new_tensor(c.shape, common, dev), new_tensor(c.shape, common, dev)
-    _run("lstm_cell", _forward_program(gates.dtype, c.dtype, compute, common), _chunks(gates, n) + [c], [h, c_new],
-         common)
+    program = _forward_program(gates, hidden_gates, c.dtype, compute, common)
+    _run("lstm_cell", program, _chunks(gates, n) + (_chunks(hidden_gates, n) if hidden_gates is not None else [])
+         + [c], [h, c_new], common)
     if _dispatch.observers:
-        _dispatch.notify("lstm_cell", (gates, c), (h, c_new), {})
+        _dispatch.notify("lstm_cell", (gates, c, hidden_gates), (h, c_new), {})
     return h, c_new
 
 
-def lstm_cell_backward(dh, dc, gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+def lstm_cell_backward(dh, dc, gates: Tensor, c: Tensor, hidden_gates: Tensor | None = None
+                       ) -> tuple[Tensor, Tensor]:
     """The fused backward of ``lstm_cell``: ``(dgates, dc)`` from the gradients ``dh`` of h' and
     ``dc`` of c' (either may be None: no gradient), recomputing the activations from ``gates``
-    and ``c``. One kernel launch, writing the four chunks of ``dgates`` and ``dc``."""
-    n = _check("lstm_cell_backward", gates, c)
+    (plus ``hidden_gates``) and ``c``. One kernel launch, writing the four chunks of ``dgates``
+    and ``dc``; ``dgates`` is hidden_gates' gradient too."""
+    n = _check("lstm_cell_backward", gates, c, hidden_gates)
     dh, dc = (0.0 if dh is None else dh), (0.0 if dc is None else dc)
-    common, compute = _dtypes(*[t for t in (dh, dc, gates, c) if isinstance(t, Tensor)])
+    common, compute = _dtypes(*[t for t in (dh, dc, gates, c, hidden_gates) if isinstance(t, Tensor)])
     dev = c._storage.device
     dgates, dc_prev = new_tensor(gates.shape, common, dev), new_tensor(c.shape, common, dev)
-    program = _backward_program(dh, dc, gates.dtype, c.dtype, compute, common)
-    _run("lstm_cell_backward", program, [dh, dc] + _chunks(gates, n) + [c], _chunks(dgates, n) + [dc_prev], common)
+    program = _backward_program(dh, dc, gates, hidden_gates, c.dtype, compute, common)
+    _run("lstm_cell_backward", program, [dh, dc] + _chunks(gates, n)
+         + (_chunks(hidden_gates, n) if hidden_gates is not None else []) + [c], _chunks(dgates, n) + [dc_prev], common)
     if _dispatch.observers:
-        _dispatch.notify("lstm_cell_backward", (dh, dc, gates, c), (dgates, dc_prev), {})
+        _dispatch.notify("lstm_cell_backward", (dh, dc, gates, c, hidden_gates), (dgates, dc_prev), {})
     return dgates, dc_prev
 
 
 @_dispatch.defvjp("lstm_cell", multi_output=True)
 def _lstm_cell_vjp(grads, node):
-    gates, c = node.inputs
-    return lstm_cell_backward(grads[0], grads[1] if len(grads) > 1 else None, gates, c)
+    gates, c, hidden = node.inputs
+    dgates, dc = lstm_cell_backward(grads[0], grads[1] if len(grads) > 1 else None, gates, c, hidden)
+    return dgates, dc, (dgates if hidden is not None else None)
 
 
 @_dispatch.defvjp("lstm_cell_backward", multi_output=True)
 def _lstm_cell_backward_vjp(grads, node):
     """Gradients of ``lstm_cell_backward``'s outputs (the formulas in ``_backward_program``) with
-    respect to dh, dc', gates and c, given u (the gradients of d ai, d af, d ag, d ao) and uc
-    (of dc). With uA = ui g i' + uf c f' + ug i g' + uc f (what reaches A; i' = i (1 - i) ...):
+    respect to dh, dc', gates, c and hidden_gates (gates'), given u (the gradients of d ai, d af,
+    d ag, d ao) and uc (of dc). With uA = ui g i' + uf c f' + ug i g' + uc f (what reaches A;
+    i' = i (1 - i) ...):
 
         d/d dc' = uA,  d/d dh = uA o t' + uo t o'
         i: ui A g (1 - 2i) + ug A g',   f: uf A c (1 - 2f) + uc A,   g: ui A i' - 2 ug A i g
         o: uA dh t' + uo dh t (1 - 2o), t: -2 uA dh o t + uo dh o',  c: uf A f'
         then through c' = f c + i g, t = tanh(c') and the activations.
     """
-    dh, dc, gates, c = node.inputs
+    dh, dc, gates, c, hidden = node.inputs
     from .shape import cat
     ug = grads[0]
     uc = grads[1] if len(grads) > 1 and grads[1] is not None else 0.0
     ui, uf, ugg, uo = ug.chunk(4, -1) if ug is not None else (0.0,) * 4
-    ai, af, ag, ao = gates.chunk(4, -1)
+    ai, af, ag, ao = (gates if hidden is None else gates + hidden).chunk(4, -1)
     i, f, g, o = sigmoid(ai), sigmoid(af), tanh(ag), sigmoid(ao)
     c_new = f * c + i * g
     t = tanh(c_new)
@@ -212,7 +233,8 @@ def _lstm_cell_backward_vjp(grads, node):
     bar_c = uf * a * df + bar_cn * f
     grad_gates = cat([bar_i * di, bar_f * df, bar_g * dg, bar_o * do], -1)
     grad_dh = ua * o * dt + uo * t * do if isinstance(dh, Tensor) else None
-    return grad_dh, (ua if isinstance(dc, Tensor) else None), grad_gates, bar_c
+    return (grad_dh, (ua if isinstance(dc, Tensor) else None), grad_gates, bar_c,
+            grad_gates if hidden is not None else None)
 
 
 # ---- GRU ------------------------------------------------------------------------------------------------

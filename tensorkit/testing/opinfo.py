@@ -1172,16 +1172,16 @@ op_db += [
 
 
 # ---- fused recurrent cells (ops/rnn.py): one launch of the pointwise codegen each way ------------------------------
-def _ref_lstm_cell(gates, c):
-    i, f, g, o = np.split(gates, 4, -1)
+def _ref_lstm_cell(gates, c, hidden_gates=None):
+    i, f, g, o = np.split(gates if hidden_gates is None else gates + hidden_gates, 4, -1)
     sig = lambda x: 0.5 * (1 + np.tanh(0.5 * x))         # no overflow warnings at large |x|
     c_new = sig(f) * c + sig(i) * np.tanh(g)
     return sig(o) * np.tanh(c_new), c_new
 
 
 def _torch_lstm_cell(torch):
-    def fn(gates, c):
-        i, f, g, o = gates.chunk(4, -1)
+    def fn(gates, c, hidden_gates=None):
+        i, f, g, o = (gates if hidden_gates is None else gates + hidden_gates).chunk(4, -1)
         c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c_new), c_new
     return fn
@@ -1189,7 +1189,7 @@ def _torch_lstm_cell(torch):
 
 def _sample_lstm_cell(info, device, dtype, rng):
     mk = lambda shape, layout=_C, r=4.0: make_tensor(shape, dtype, device, rng=rng, low=-r, high=r, layout=layout)
-    yield SampleInput(mk((3, 8)), (mk((3, 2)),), name="batch")
+    yield SampleInput(mk((3, 8)), (mk((3, 2)), mk((3, 8))), name="batch, hidden gates")
     if dtype not in REPRESENTATIVE:
         return
     yield SampleInput(mk((8,)), (mk((2,)),), name="unbatched")
@@ -1202,11 +1202,14 @@ def _errors_lstm_cell(info, device):
     yield ErrorInput(SampleInput(_f32((3, 8), device), (_f32((3, 3), device),), name="gates not 4 H"), RuntimeError,
                      r"lstm_cell: expected gates of shape \[\*, 4 \* H\] and c of shape \[\*, H\].*got gates \[3, 8\] "
                      r"and c \[3, 3\]")
+    yield ErrorInput(SampleInput(_f32((3, 8), device), (_f32((3, 2), device), _f32((1, 8), device)),
+                                 name="hidden gates shape"), RuntimeError,
+                     r"lstm_cell: expected hidden_gates of the shape of gates \[3, 8\], got \[1, 8\]")
 
 
-def _lstm_cell_op(gates, c):
+def _lstm_cell_op(gates, c, hidden_gates=None):
     from ..ops.rnn import lstm_cell
-    return lstm_cell(gates, c)
+    return lstm_cell(gates, c, hidden_gates)
 
 
 def _ref_gru_cell(xw, hw, h):

@@ -46,7 +46,7 @@ def _rnn_step(xw, h, c, w_hh_t, b_hh, relu: bool):
 
 
 def _lstm_step(xw, h, c, w_hh_t, b_hh, relu=False):
-    return lstm_cell(xw + _hidden(h, w_hh_t, b_hh), c)
+    return lstm_cell(xw, c, _hidden(h, w_hh_t, b_hh))        # the two projections added in the kernel
 
 
 def _gru_step(xw, h, c, w_hh_t, b_hh, relu=False):
