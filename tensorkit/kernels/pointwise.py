@@ -326,16 +326,18 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
         return
     tensors = list(outs) + [a for m, a in zip(modes, call) if m in ("flat", "strided")]
     modes = tuple("strided" if m == "flat" else m for m in modes)
-    shape, strides = coalesce(out_shape, [broadcast_strides(t._shape, t._strides, out_shape) for t in tensors])
-    if _is_transposing_copy(program, modes, outs, shape, strides):
+    # everything below the pointers follows from the operands' shapes and strides, which repeat
+    # (a bias added to every batch): planned once per layout
+    key = (program, modes, out_shape) + tuple((t._shape, t._strides) for t in tensors)
+    plan = _strided_plans.get(key)
+    if plan is None:
+        if len(_strided_plans) >= 4096:
+            _strided_plans.clear()
+        plan = _strided_plans[key] = _plan_strided(program, modes, outs, out_shape, tensors)
+    shape, strides, transposing, outer, fn, grid, inner, block = plan
+    if transposing:
         _transpose_copy(tensors[1], outs[0], shape, strides[1])
         return
-    outer, shape = shape[:-MAX_RANK], shape[-MAX_RANK:]      # dims beyond MAX_RANK: a host loop
-    inner = 1
-    for s in shape:
-        inner *= s
-    block = _block(inner)
-    fn, grid = _kernel(program, modes, len(shape)), (-(-inner // block),)
     for index in np.ndindex(*outer):
         ptrs = [_pointer(t, t._offset + sum(i * s for i, s in zip(index, st))) for t, st in zip(tensors, strides)]
         k, targs = len(outs), []
@@ -348,6 +350,23 @@ def launch(program: Program, args: list, outs: list, numel: int) -> None:
             else:
                 targs.append(a)
         _launch(fn, grid, inner, *shape, *targs, BLOCK_SIZE=block)
+
+
+_strided_plans: dict = {}
+
+
+def _plan_strided(program: Program, modes: tuple, outs: list, out_shape, tensors: list) -> tuple:
+    """(coalesced shape, strides per tensor, whether it is a transposing copy, the dims looped
+    on the host, kernel, grid, elements per launch, block) of a strided launch."""
+    shape, strides = coalesce(out_shape, [broadcast_strides(t._shape, t._strides, out_shape) for t in tensors])
+    if _is_transposing_copy(program, modes, outs, shape, strides):
+        return shape, strides, True, None, None, None, None, None
+    outer, shape = shape[:-MAX_RANK], shape[-MAX_RANK:]      # dims beyond MAX_RANK: a host loop
+    inner = 1
+    for s in shape:
+        inner *= s
+    block = _block(inner)
+    return shape, strides, False, outer, _kernel(program, modes, len(shape)), (-(-inner // block),), inner, block
 
 
 TRANSPOSE_MIN = 16       # both tile axes at least this long, or the elementwise copy is as good
