@@ -5,9 +5,10 @@ the output gate) is ~10 kernels as a composition and more backward; at the sizes
 models a step is bound by launches, not memory. Each primitive here is ONE launch of the
 pointwise codegen (``kernels/codegen.py``): a multi-output ``Program`` whose nodes reuse the
 scalar bodies of the pointwise primitives (``sigmoid``'s stable body, ``tanh``, ...), whose
-inputs are the four gate chunks of ``gates`` (strided views, no copy) and whose outputs are
-written straight into their tensors (``lstm_cell_backward`` into the four chunks of one
-``dgates``). float16/bfloat16 compute in float32, as every pointwise kernel.
+inputs are the four chunks of ``gates`` (strided views, no copy; ``hidden_gates``' too, added
+in the kernel) and whose outputs are written straight into their tensors
+(``lstm_cell_backward`` into the four chunks of one ``dgates``). float16/bfloat16 compute in
+float32, as every pointwise kernel.
 
 Gradients. ``lstm_cell`` has two outputs with a gradient each (a ``multi_output`` VJP); its
 VJP is the fused ``lstm_cell_backward``, which recomputes the activations from ``gates`` and
@@ -48,12 +49,14 @@ class _Builder:
         return Program(self.inputs, tuple(self.nodes), tuple(outs))
 
 
-# derivative factors, from the activation's value: sigmoid' = s (1 - s), tanh' = 1 - t^2
 class _Body:
+    """A scalar body for a node that is no pointwise primitive (a Node needs a name and a body)."""
+
     def __init__(self, name, body):
         self.name, self.body = name, body
 
 
+# derivative factors, from the activation's value: sigmoid' = s (1 - s), tanh' = 1 - t^2
 _SIGMOID_GRAD = _Body("sigmoid_grad", lambda m, s: s * (1 - s))
 _TANH_GRAD = _Body("tanh_grad", lambda m, t: 1 - t * t)
 
