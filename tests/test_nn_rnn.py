@@ -86,8 +86,9 @@ def test_cells_match_torch(name):
     _check(ours, theirs, rng.standard_normal((3,)), [rng.standard_normal((5,)) for _ in range(n_states)])
 
 
-def test_lstm_on_cuda_matches_torch():
-    ours, theirs = _pair("LSTM", 2, 3, bidirectional=True)
+@pytest.mark.parametrize("name,kwargs", [("LSTM", {"bidirectional": True}), ("GRU", {"num_layers": 2})])
+def test_on_cuda_matches_torch(name, kwargs):
+    ours, theirs = _pair(name, 2, 3, **kwargs)
     _check(ours, theirs, np.random.default_rng(0).standard_normal((2, 2, 2)), device="cuda")
 
 
