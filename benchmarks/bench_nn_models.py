@@ -29,6 +29,7 @@ activations and gradients), each library's own counter.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -322,10 +323,11 @@ def _models_rows(tk, torch, models, device, budget, sync, rows, notes) -> None:
     gpu = device == "cuda"
     for name, kind, cfg, batch, seq, shape in models:
         common.log(f"nn models {name}")
-        case = None
+        case, start = None, time.perf_counter()
         try:
             case = Case(tk, torch, kind, cfg, batch, seq, device)
             case.check()
+            common.log(f"nn models {name}: checked against PyTorch in {time.perf_counter() - start:.0f} s")
         except Exception as e:  # noqa: BLE001  (a mismatch or an error is a note, never a time)
             notes.append(f"- {name}: {_first_line(e)}")
             rows.append([name, shape, "—", "—", "—", "—", "—", f"<= {TARGET}", "failed"])
@@ -340,7 +342,9 @@ def _models_rows(tk, torch, models, device, budget, sync, rows, notes) -> None:
                 case.pt_step()
                 case.pt_model.zero_grad(set_to_none=True)
             t_pt = _time(pt_step, sync, budget)
+            start = time.perf_counter()
             t_tk = _time(tk_step, sync, budget)     # its first call tunes tensorkit's conv kernels
+            common.log(f"nn models {name}: timed in {time.perf_counter() - start:.0f} s")
             m_tk = m_pt = None
             if gpu:
                 m_tk = _peak_mib(tk_step, tk.cuda.reset_peak_memory_stats, tk.cuda.max_memory_allocated, sync)
