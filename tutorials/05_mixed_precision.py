@@ -25,15 +25,7 @@ import tensorkit as tk
 import tensorkit.nn as nn
 import tensorkit.nn.functional as F
 
-
-def section(title: str) -> None:
-    print(f"\n{'=' * 78}\n{title}\n{'=' * 78}")
-
-
-def show(note: str, value=None) -> None:
-    print(f"\n# {note}")
-    if value is not None:
-        print(value)
+from _narrate import section, show  # tutorials/_narrate.py: printing helpers
 
 
 real_gpu = tk.cuda.is_available() and os.environ.get("TENSORKIT_INTERPRET") != "1"
