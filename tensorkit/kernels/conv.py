@@ -245,7 +245,7 @@ def _run_wgrad(x: Tensor, g: Tensor, out: Tensor, geom, config: Config, precisio
 
 # ---- choosing a config -------------------------------------------------------------------------------------------
 _RUNS = {"fwd": _run_fwd, "dgrad": _run_dgrad, "wgrad": _run_wgrad}
-_memo: dict = {}                # (device name, key) -> Config chosen in this process
+_memo: dict = {}    # (device index, kind, dtype, precision, shapes, geometry) -> Config chosen in this process
 _timer: Callable | None = None  # tests set a fake timer to exercise tuning on the emulated device
 
 
@@ -272,11 +272,13 @@ def _key(kind: str, a: Tensor, b: Tensor, out: Tensor, geom, precision: str) -> 
 def _config(kind: str, a: Tensor, b: Tensor, out: Tensor, geom, precision: str) -> Config:
     if cuda.EMULATED and _timer is None:
         return EMULATED_CONFIG
-    prepare()
-    name = _mm._device_info(out._storage.device.index or 0)[0]
-    key = _key(kind, a, b, out, geom, precision)
-    config = _memo.get((name, key))
+    # the memo's key is a tuple (cheap to hash); the cache file's is the readable string
+    memo_key = (out._storage.device.index, kind, out.dtype, precision, a._shape, b._shape, out._shape, geom)
+    config = _memo.get(memo_key)
     if config is None:
+        prepare()
+        name = _mm._device_info(out._storage.device.index or 0)[0]
+        key = _key(kind, a, b, out, geom, precision)
         M, N, K = _gemm(kind, a, b, out, geom.groups)
         configs = candidates(kind, out.dtype, precision, M, N, K)
         run = lambda c: _RUNS[kind](a, b, out, geom, c, precision)
@@ -286,7 +288,7 @@ def _config(kind: str, a: Tensor, b: Tensor, out: Tensor, geom, precision: str) 
             config = configs[-1]._replace(kernel="nchw")
         else:
             config = _mm.tune(key, configs, run, cache_path(name), timer=_timer or _mm._do_bench)
-        _memo[name, key] = config
+        _memo[memo_key] = config
     return config
 
 
