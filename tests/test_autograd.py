@@ -514,6 +514,135 @@ def test_function_errors():
         y.sum().backward()
 
 
+# ---- gradients of slices: summed in place into one buffer of the base's shape -------------------------------------------
+def _slice_uses(x):
+    """x [5, 4] used through slices (a repeated one, overlapping ones, views of views, several
+    dims, split/chunk/unbind) and whole; with the gradient each use sends to x, from numpy."""
+    w = np.arange(1.0, 21.0).reshape(5, 4)
+    W = t(w, device=x.device)
+    y = ((x[0] * W[0]).sum() + (x[0] * W[1]).sum()                          # x[0] twice
+         + (x[1:4] * W[1:4]).sum() + (x.narrow(0, 2, 3) * 2).sum()          # overlapping rows 2, 3
+         + (x[1:][2] * 3).sum() + (x.select(1, 3) * W[:, 0]).sum()          # a view of a view; a column
+         + sum((p * (k + 1)).sum() for k, p in enumerate(x.split(2)))
+         + (x.chunk(2, dim=1)[1] * 5).sum() + (x.unbind(0)[4] * 7).sum()
+         + (x.diagonal() * 11).sum() + (x * W).sum())
+    e = np.zeros((5, 4))
+    e[0] += w[0] + w[1]
+    e[1:4] += w[1:4]
+    e[2:5] += 2
+    e[3] += 3
+    e[:, 3] += w[:, 0]
+    e[0:2] += 1
+    e[2:4] += 2
+    e[4] += 3
+    e[:, 2:] += 5
+    e[4] += 7
+    e[np.arange(4), np.arange(4)] += 11
+    e += w
+    return y, e
+
+
+@pytest.mark.parametrize("device", tk.testing.devices())
+def test_slice_gradients_sum_into_the_base(device):
+    x = t(np.linspace(-1, 1, 20).reshape(5, 4), device=device, requires_grad=True)
+    y, expected = _slice_uses(x)
+    y.backward()
+    assert x.grad.device.type == device.split(":")[0] and tuple(x.grad.shape) == (5, 4)
+    close(x.grad.cpu(), expected)
+    first = x.grad
+    _slice_uses(x)[0].backward()                    # .grad accumulates into a new tensor
+    close(x.grad.cpu(), 2 * expected)
+    close(first.cpu(), expected)
+    a = t(np.ones((5, 4)), device=device, requires_grad=True)
+    z = a * 2                                       # a non-leaf base: the sum flows on to a's
+    y, expected = _slice_uses(z)
+    y.backward()
+    close(a.grad.cpu(), 2 * expected)
+
+
+@pytest.mark.parametrize("device", tk.testing.devices())
+def test_slice_gradients_of_a_non_contiguous_base(device):
+    a = t(np.arange(40.0).reshape(4, 10), device=device, requires_grad=True)
+    for base, back in ((a.t(), lambda g: g.T), (a[:, ::2], None)):      # [10, 4] transposed; [4, 5] strided
+        a.grad = None
+        uses = [(base[k] * (k + 1)).sum() for k in range(base.shape[0])] + [(base[1:3] ** 2).sum(), base[0].sum()]
+        sum(uses).backward()
+        b = base.detach().cpu().numpy()
+        e = np.arange(1.0, b.shape[0] + 1)[:, None] * np.ones_like(b)
+        e[1:3] += 2 * b[1:3]
+        e[0] += 1
+        if back is not None:
+            close(a.grad.cpu(), back(e))
+        else:
+            full = np.zeros((4, 10))
+            full[:, ::2] = e
+            close(a.grad.cpu(), full)
+
+
+@pytest.mark.parametrize("device", tk.testing.devices())
+def test_slice_gradients_with_create_graph(device):
+    x = t([[1.0, -2.0], [0.5, 3.0], [2.0, 1.0]], device=device, requires_grad=True)
+    y = (sum((x[k] ** 3).sum() for k in range(3)) + (x[0] ** 3).sum() + (x[0] ** 3).sum() + (x[1:] ** 3).sum()
+         + 2 * (x[2] ** 3).sum())
+    (g,) = tk.autograd.grad(y, x, create_graph=True)
+    xn = x.detach().cpu().numpy()
+    count = np.array([[3.0], [2.0], [4.0]])        # how many times each row is used
+    close(g.detach().cpu(), 3 * count * xn ** 2)
+    (gg,) = tk.autograd.grad((g * g).sum(), x)     # d/dx sum((3 c x^2)^2) = 36 c^2 x^3
+    close(gg.cpu(), 36 * count ** 2 * xn ** 3)
+
+
+@pytest.mark.parametrize("device", tk.testing.devices())
+def test_hooks_and_retain_grad_see_the_whole_slice_gradient(device):
+    a = t(np.ones((3, 2)), device=device, requires_grad=True)
+    z = a * 1
+    z.retain_grad()
+    seen = []
+    z.register_hook(lambda g: seen.append(g.detach().cpu().numpy().copy()))
+    a.register_hook(lambda g: g * 10)               # a leaf's hook replaces its gradient
+    ((z[0] * 2).sum() + (z[2] * 3).sum() + z[0].sum()).backward()
+    e = np.array([[3.0, 3.0], [0.0, 0.0], [3.0, 3.0]])
+    assert len(seen) == 1
+    close(seen[0], e)
+    close(z.grad.cpu(), e)
+    close(a.grad.cpu(), 10 * e)
+    seen_x = []
+    x = t(np.ones((3, 2)), device=device, requires_grad=True)
+    x.register_hook(lambda g: seen_x.append(g))
+    (x[0].sum() + x[1].sum()).backward()
+    assert tuple(seen_x[0].shape) == (3, 2)
+    close(seen_x[0].cpu(), [[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    z = a * 1
+    (gz,) = tk.autograd.grad(((z[1] * 4).sum() + z[1].sum()), z)        # grad() returns the whole gradient
+    close(gz.cpu(), [[0.0, 0.0], [5.0, 5.0], [0.0, 0.0]])
+
+
+def test_slice_gradients_cost_one_base_sized_write():
+    """T slices of one tensor: one zeros of the base's shape and T adds into regions of it, not
+    T base-sized zeros and T - 1 base-sized adds."""
+    from tensorkit import _dispatch
+    x = tk.randn(6, 3, requires_grad=True)
+    y = sum((x[k] * (k + 1)).sum() for k in range(6))
+    shapes = []
+    record = lambda op, inputs, outputs, params: shapes.append(tuple(outputs[0].shape))
+    _dispatch.observers.append(record)
+    try:
+        y.backward()
+    finally:
+        _dispatch.observers.remove(record)
+    assert shapes.count((6, 3)) == 1
+    close(x.grad, np.arange(1.0, 7.0)[:, None] * np.ones((6, 3)))
+
+
+def test_slice_gradients_next_to_an_inplace_write_into_a_view():
+    a = t(np.arange(1.0, 7.0).reshape(3, 2), requires_grad=True)
+    z = a * 1
+    z[1].mul_(3)                                    # z's history: CopySlices
+    (z[0] * z[1]).sum().backward()                  # z[0] = a[0], z[1] = 3 a[1]
+    an = a.detach().numpy()
+    close(a.grad, [3 * an[1], 3 * an[0], [0.0, 0.0]])
+
+
 # ---- anomaly detection, devices ---------------------------------------------------------------------------------------------
 def test_detect_anomaly_names_the_op():
     x = t([0.0, 1.0], requires_grad=True)

@@ -10,10 +10,17 @@ An explicit stack instead of recursion: a 10,000-step chain is fine. ``grad()`` 
 loop but captures the gradients of its ``inputs`` instead of accumulating into ``.grad``, and
 skips nodes that lead to none of them. With ``create_graph=True`` the VJPs run with grad mode
 on, so the gradients are recorded too and can be differentiated again.
+
+Where paths meet, the first sum allocates a buffer the engine owns (``_Sum``); later gradients
+are added into it in place. A slicing view's VJP returns a ``SliceGrad`` (its gradient and the
+region of its base it belongs in), which is added into that region only: T slices of one
+tensor cost one buffer and T small adds. Hooks, ``grad()``'s results and ``create_graph``
+(whose sums must be recorded) see ordinary tensors.
 """
 from __future__ import annotations
 
 from .._tensor import Tensor
+from ..ops.view import SliceGrad
 from .graph import AccumulateGrad, edge
 from .grad_mode import state
 
@@ -29,6 +36,41 @@ def _fit(g: Tensor, meta) -> Tensor:
     if g._storage.device != device:
         g = g.to(device)
     return g
+
+
+class _Sum:
+    """A sum of gradients in a tensor the engine allocated: no one else holds it until the node
+    it waits for runs, so the gradients that arrive later are added into it in place."""
+
+    __slots__ = ("t",)
+
+    def __init__(self, t: Tensor):
+        self.t = t
+
+
+def _add(old, g):
+    """``old + g`` for a slot of gradients waiting for a node (grad mode off). ``old``: None, a
+    Tensor (maybe shared: never written), a SliceGrad or a _Sum; ``g``: a Tensor or a SliceGrad.
+    The sums are the old path's, term for term (``a + b`` is ``b + a`` in floating point)."""
+    if old is None:
+        return g
+    if old.__class__ is not _Sum:
+        if old.__class__ is not SliceGrad and g.__class__ is not SliceGrad:
+            return _Sum(old + g)
+        if old.__class__ is SliceGrad and g.__class__ is not SliceGrad:
+            old, g = g, old
+        old = _Sum(old.materialize() if old.__class__ is SliceGrad else old.clone())    # clone: contiguous
+    if g.__class__ is SliceGrad:
+        g.add_to(old.t)
+    else:
+        old.t.add_(g)
+    return old
+
+
+def _dense(g):
+    """A slot's gradient as a Tensor."""
+    c = g.__class__
+    return g.t if c is _Sum else g.materialize() if c is SliceGrad else g
 
 
 def _run_hooks(node, buf: list) -> None:
@@ -55,6 +97,8 @@ def _run_hooks(node, buf: list) -> None:
 def _check_nan(node, grads) -> None:
     from ..ops.pointwise import isnan
     for i, g in enumerate(grads):
+        if g.__class__ is SliceGrad:
+            g = g.values
         if g is not None and g.dtype.is_floating_point and bool(isnan(g).any()):
             where = "".join(node._trace) if node._trace else \
                 "(the forward ran outside detect_anomaly(): no stack was recorded)\n"
@@ -119,14 +163,20 @@ def execute(root_edges: list, root_grads: list, keep_graph: bool, create_graph: 
         while ready:
             node = ready.pop()
             buf = pending.pop(node, None) or [None]
-            if node._pre_hooks or node.__class__ is AccumulateGrad:
+            leaf = node.__class__ is AccumulateGrad
+            hooked = node._pre_hooks or (leaf and node.hooks())
+            if not leaf or hooked or capture is not None:     # else .grad takes the engine's own sum as is
+                for i, g in enumerate(buf):
+                    if g is not None and g.__class__ is not Tensor:
+                        buf[i] = _dense(g)
+            if hooked:
                 _run_hooks(node, buf)
             if capture is not None:
                 for nr, i in targets.get(node, ()):
                     captured[i] = buf[nr] if nr < len(buf) else None
-                if node not in needed or node.__class__ is AccumulateGrad:
+                if node not in needed or leaf:
                     continue
-            elif node.__class__ is AccumulateGrad:
+            elif leaf:
                 g = buf[0]
                 if g is not None:
                     _accumulate(node.variable, g, create_graph)
@@ -148,7 +198,10 @@ def execute(root_edges: list, root_grads: list, keep_graph: bool, create_graph: 
                 g = grads[i] if grads else None
                 if g is not None:
                     meta = metas[i]
-                    if g._shape != meta[0] or g.dtype is not meta[1] or g._storage.device != meta[2]:
+                    if g.__class__ is SliceGrad:        # fits: the base's shape, the view's dtype and device
+                        if create_graph:
+                            g = g.materialize()         # recorded, so the sums below are too
+                    elif g._shape != meta[0] or g.dtype is not meta[1] or g._storage.device != meta[2]:
                         g = _fit(g, meta)
                     buf = pending.get(m)
                     if buf is None:
@@ -156,7 +209,8 @@ def execute(root_edges: list, root_grads: list, keep_graph: bool, create_graph: 
                     if nr:
                         while len(buf) <= nr:
                             buf.append(None)
-                    buf[nr] = g if buf[nr] is None else buf[nr] + g
+                    old = buf[nr]
+                    buf[nr] = g if old is None else old + g if create_graph else _add(old, g)
                 left = deps[m] - 1
                 deps[m] = left
                 if left == 0:
@@ -166,10 +220,16 @@ def execute(root_edges: list, root_grads: list, keep_graph: bool, create_graph: 
     return captured
 
 
-def _accumulate(t: Tensor, g: Tensor, create_graph: bool) -> None:
+def _accumulate(t: Tensor, g, create_graph: bool) -> None:
     """``t.grad += g``, always in a new tensor: ``g`` may be shared (a VJP passes its gradient on
     unchanged to several inputs, a user's gradient reaches a leaf as is), and ``.grad`` must
-    neither alias it nor be an expanded view (the user may write into it)."""
+    neither alias it nor be an expanded view (the user may write into it). A _Sum or SliceGrad
+    is the engine's own: it becomes the first ``.grad`` without a copy."""
+    if g.__class__ is _Sum or g.__class__ is SliceGrad:
+        g = _dense(g)
+        if t.grad is None:
+            t.grad = g
+            return
     if not create_graph:
         g = g.detach()
     t.grad = g.clone() if t.grad is None else t.grad + g

@@ -392,8 +392,8 @@ def unfold(input: Tensor, dimension: int, size: int, step: int) -> Tensor:
 
 # ---- backward (see _dispatch.VJP: fn(g, node) -> one gradient per input) ------------------------------
 # A view's gradient puts g back where the view took its elements from: a reshape or permute
-# back for the bijective views, zeros with g copied into the same view of them for the
-# slicing ones, and a scatter-add for views whose elements overlap (expand, unfold, as_strided).
+# back for the bijective views, a SliceGrad (g and the region of the base it belongs in) for
+# the slicing ones, and a scatter-add for views whose elements overlap (expand, unfold, as_strided).
 @_dispatch.defvjp("view", inputs=False, view=True)
 def _reshape_back(g, node):
     return (reshape(g, node.shapes[0]),)
@@ -415,12 +415,35 @@ def _expand_vjp(g, node):
     return (sum_to_size(g, node.shapes[0]),)
 
 
-def _embed(g: Tensor, shape, take) -> Tensor:
-    """Zeros of ``shape`` with ``g`` written into ``take(zeros)`` (a non-overlapping view)."""
-    from .creation import zeros
-    z = zeros(shape, dtype=g.dtype, device=g.device)
-    take(z).copy_(g)
-    return z
+class SliceGrad:
+    """The gradient of a slicing view (select, narrow, basic ``x[...]``, diagonal), not yet
+    placed: ``values`` belong in ``take(z)`` of a tensor ``z`` of the base's ``shape``, and the
+    rest is zero. The autograd engine sums these into one buffer of the base's shape, adding
+    each into its region in place: T slices of one tensor (an RNN reading ``x[t]``, the pieces
+    of ``split``/``chunk``/``unbind``) cost one zeros and T small adds in backward, not T
+    tensors of the base's size and T full-size adds. Wherever else a gradient is needed (hooks,
+    ``create_graph``, ``grad()``'s results) it is ``materialize()``d: zeros with the values in
+    their region."""
+
+    __slots__ = ("values", "shape", "take")
+
+    def __init__(self, values: Tensor, shape: tuple, take):
+        self.values, self.shape, self.take = values, shape, take      # take(z): a non-overlapping view of z
+
+    def materialize(self) -> Tensor:
+        from .creation import zeros
+        z = zeros(self.shape, dtype=self.values.dtype, device=self.values.device)
+        self.take(z).copy_(self.values)
+        return z
+
+    def add_to(self, buf: Tensor) -> None:
+        """``buf`` (the base's shape, contiguous, written by no one else) += this gradient."""
+        self.take(buf).add_(self.values)
+
+
+def _embed(g: Tensor, shape, take) -> SliceGrad:
+    """The gradient ``g`` of the view ``take(base)`` of a base of ``shape``."""
+    return SliceGrad(g, tuple(shape), take)
 
 
 @_dispatch.defvjp("narrow", inputs=False, view=True)
