@@ -87,7 +87,9 @@ class VJP:
     ``notify``) and ``node.shapes`` (each input's shape, or None for a number). ``g`` is the
     gradient of the first output. ``save_inputs`` / ``save_outputs``: what the node keeps for
     backward (only that is saved, and checked against in-place changes). ``view``: the op's
-    output shares its input's memory. ``pointwise``: ``fn(g, *inputs, out)`` instead, and the
+    output shares its input's memory; a slicing view's VJP may return an ``ops.view.SliceGrad``
+    (the values and their region of the input) instead of a full-size gradient, which the
+    engine adds into one buffer per input. ``pointwise``: ``fn(g, *inputs, out)`` instead, and the
     gradients may have the broadcast shape (the engine sums them back to each input's shape).
     ``multi_output``: each output has a gradient of its own: ``fn(grads, node)``, ``grads[k]``
     the gradient of output k or None (the list may be shorter than the outputs). Otherwise
