@@ -165,3 +165,140 @@ def test_lstm_cell_gradient_of_one_output(which):
     (o.sigmoid() * c_t.tanh() if which == "h" else c_t).sum().backward()
     assert_close(gk.grad, gt.grad.numpy(), msg="gradient of gates")
     assert_close(ck.grad, ct.grad.numpy(), msg="gradient of c")
+
+
+# ---- the whole-sequence node (one layer-direction of an LSTM / GRU as one autograd node) ---------------
+def _functional(mod, params):
+    """``mod``'s forward with its parameters replaced by ``params`` (gradcheck needs them as inputs)."""
+    names = [n for n, _ in mod.named_parameters()]
+
+    def fn(x, h0, *rest):
+        state, ps = ((h0, rest[0]), rest[1:]) if isinstance(mod, tk.nn.LSTM) else (h0, rest)
+        saved = dict(mod._parameters)
+        try:
+            mod._parameters.update(zip(names, ps))
+            return tuple(_flat(mod(x, state)))
+        finally:
+            mod._parameters.update(saved)
+    return fn
+
+
+_MODES = ["LSTM", "GRU", "RNN", "RNN_relu"]
+
+
+def _layer(name, *args, **kwargs):
+    """``tk.nn.<name>`` (or ``torch.nn``'s with ``lib``); ``RNN_relu`` is an RNN with relu."""
+    lib = kwargs.pop("lib", tk)
+    if name == "RNN_relu":
+        return lib.nn.RNN(*args, nonlinearity="relu", **kwargs)
+    return getattr(lib.nn, name)(*args, **kwargs)
+
+
+def _leaves(name, dirs, rng):
+    mod = _layer(name, 2, 2, bidirectional=dirs == 2).double()
+    leaf = lambda a: tk.tensor(a, requires_grad=True)
+    states = [leaf(rng.standard_normal((dirs, 2, 2))) for _ in range(2 if name == "LSTM" else 1)]
+    params = [leaf(p.detach().numpy().copy()) for p in mod.parameters()]
+    return mod, [leaf(rng.standard_normal((3, 2, 2)))] + states + params
+
+
+@pytest.mark.parametrize("name", _MODES)
+@pytest.mark.parametrize("dirs", [1, 2])
+def test_sequence_node_gradcheck_and_gradgradcheck(name, dirs):
+    """First and second derivatives of the sequence node (its fast backward; under create_graph
+    the recorded recurrence) against finite differences, for x, the states and every weight."""
+    from tensorkit.autograd.gradcheck import gradcheck, gradgradcheck
+    mod, inputs = _leaves(name, dirs, np.random.default_rng(0))
+    fn = _functional(mod, inputs)
+    assert gradcheck(fn, inputs)
+    assert gradgradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("name", _MODES)
+def test_sequence_node_create_graph_gives_the_same_gradients(name):
+    """The recorded recurrence (create_graph) and the fast backward agree on first derivatives."""
+    rng = np.random.default_rng(0)
+    mod, inputs = _leaves(name, 1, rng)
+    outs = _functional(mod, inputs)(*inputs)
+    assert type(outs[0].grad_fn).__name__ == "_SequenceBackward", "the layer must be one sequence node"
+    gos = [tk.tensor(rng.standard_normal(tuple(o.shape))) for o in outs]
+    fast = tk.autograd.grad(outs, inputs, gos, retain_graph=True)
+    slow = tk.autograd.grad(outs, inputs, gos, create_graph=True)
+    for i, (a, b) in enumerate(zip(fast, slow)):
+        assert_close(a, b.detach().numpy(), msg=f"gradient {i}")
+
+
+@pytest.mark.parametrize("name,which", [("LSTM", 1), ("LSTM", 2), ("GRU", 1), ("RNN", 1)])
+def test_sequence_node_gradient_of_final_state_only(name, which):
+    """Only h_n (or only c_n) reaches the loss: the output's gradient is missing, not zeros."""
+    ours, theirs = _pair(name, 3, 4, num_layers=2, bidirectional=True)
+    x = np.random.default_rng(0).standard_normal((4, 2, 3))
+    xt, xk = torch.tensor(x, requires_grad=True), tk.tensor(x, requires_grad=True)
+    pick = lambda r: _flat(r)[which]
+    (pick(theirs(xt)) ** 2).sum().backward()
+    (pick(ours.double()(xk)) ** 2).sum().backward()
+    assert_close(xk.grad, xt.grad.numpy(), msg="input gradient")
+    theirs_p = dict(theirs.named_parameters())
+    for n, p in ours.named_parameters():
+        assert_close(p.grad, theirs_p[n].grad.numpy(), msg=f"gradient of {n}")
+
+
+@pytest.mark.parametrize("name,kwargs", [("LSTM", {}), ("GRU", {}), ("RNN", {"nonlinearity": "relu"})])
+def test_on_cuda_two_layers_bidirectional_batch_first(name, kwargs):
+    ours, theirs = _pair(name, 2, 3, num_layers=2, bidirectional=True, batch_first=True, dropout=0.0, **kwargs)
+    rng = np.random.default_rng(0)
+    n_states = 2 if name == "LSTM" else 1
+    _check(ours, theirs, rng.standard_normal((2, 3, 2)), [rng.standard_normal((4, 2, 3)) for _ in range(n_states)],
+           device="cuda")
+
+
+@pytest.mark.parametrize("name", _MODES)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_sequence_node_low_precision(name, dtype):
+    """float16 / bfloat16 layers (cells computing in float32) stay near the float64 result."""
+    torch.manual_seed(0)
+    theirs = _layer(name, 3, 4, num_layers=2, lib=torch).double()
+    ours = _layer(name, 3, 4, num_layers=2)
+    ours.load_state_dict({k: tk.tensor(v.numpy()) for k, v in theirs.state_dict().items()})
+    ours = ours.to(getattr(tk, dtype))
+    x = np.random.default_rng(0).standard_normal((3, 2, 3))
+    xt, xk = torch.tensor(x, requires_grad=True), tk.tensor(x, dtype=getattr(tk, dtype), requires_grad=True)
+    out_t, out_k = theirs(xt)[0], ours(xk)[0]
+    out_t.sum().backward()
+    out_k.float().sum().backward()
+    assert out_k.dtype is getattr(tk, dtype)
+    tol = {"float16": 5e-3, "bfloat16": 3e-2, "float32": 1e-5}[dtype]
+    np.testing.assert_allclose(out_k.detach().float().numpy(), out_t.detach().numpy(), atol=tol, rtol=tol)
+    np.testing.assert_allclose(xk.grad.float().numpy(), xt.grad.numpy(), atol=tol, rtol=tol)
+    np.testing.assert_allclose(ours.weight_hh_l1.grad.float().numpy(), theirs.weight_hh_l1.grad.numpy(),
+                               atol=tol * 4, rtol=tol)
+
+
+def _launches(mod, x):
+    """The kernels launched on the (emulated) cuda device by ``mod(x)`` and by its backward."""
+    from tensorkit import _dispatch
+    mod(x)[0].sum().backward()          # warm: stand-in launchers replace themselves at their first call
+    seen, saved = [], dict(_dispatch.KERNELS)
+    count = lambda op, fn: lambda *a, **k: (seen.append(op), fn(*a, **k))[1]
+    _dispatch.KERNELS.update({key: count(key[0], fn) for key, fn in saved.items() if key[1] == "cuda"})
+    try:
+        out = mod(x)[0]
+        forward, seen[:] = list(seen), []
+        out.sum().backward()
+    finally:
+        _dispatch.KERNELS.update(saved)
+    return forward, seen
+
+
+@pytest.mark.parametrize("name,cell", [("LSTM", "lstm_cell"), ("GRU", "gru_cell"), ("RNN", "rnn_cell"),
+                                       ("RNN_relu", "rnn_cell")])
+def test_launches_per_step_on_cuda(name, cell):
+    """Per time step, forward: h W_hhᵀ and the fused cell; backward: the fused cell backward and
+    dgates W_hh. Everything else (dW_hh, db_hh, d(xw)) is once per sequence."""
+    from collections import Counter
+    mod = _layer(name, 3, 4).to("cuda")
+    runs = [_launches(mod, tk.randn(t, 2, 3, device="cuda", requires_grad=True)) for t in (2, 4)]
+    per_step = lambda k: Counter({op: n / 2 for op, n in (Counter(runs[1][k]) - Counter(runs[0][k])).items()})
+    assert per_step(0) == Counter({"matmul": 1, cell: 1}), per_step(0)
+    assert per_step(1) == Counter({"matmul": 1, cell + "_backward": 1}), per_step(1)
+    assert len(runs[1][1]) - len(runs[0][1]) == 4 and len(runs[1][0]) - len(runs[0][0]) == 4

@@ -14,6 +14,11 @@ Gradients. ``lstm_cell`` has two outputs with a gradient each (a ``multi_output`
 VJP is the fused ``lstm_cell_backward``, which recomputes the activations from ``gates`` and
 ``c`` (nothing but the inputs is saved). ``lstm_cell_backward``'s own VJP is a composite of
 tensorkit ops, so higher derivatives exist. ``gru_cell`` (one output) is built the same way.
+
+For a whole sequence (``nn.LSTM`` / ``GRU`` / ``RNN``, whose recurrence is one autograd node
+with a hand-written backward) the private ``_*_into`` variants run the same programs writing
+into given tensors (a step's row of the output, of the gradient buffers), sum several
+gradients of h' in the kernel, and are not recorded; ``rnn_cell`` is the Elman step's.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from ..kernels.codegen import Node, Program
 from .creation import new_tensor
 from .pointwise import _LAUNCH, FLOATS, add, copy, mul, sigmoid, sub, tanh
 
-for _op in ("lstm_cell", "lstm_cell_backward", "gru_cell", "gru_cell_backward"):
+for _op in ("lstm_cell", "lstm_cell_backward", "gru_cell", "gru_cell_backward", "rnn_cell", "rnn_cell_backward"):
     for _dev in ("cpu", "cuda"):
         _dispatch.register(_op, _dev, FLOATS)(_LAUNCH[_dev])
 del _op, _dev
@@ -90,9 +95,10 @@ def _forward_program(gates, hidden, c_dtype, compute, result) -> Program:
     return prog
 
 
-def _backward_program(dh, dc, gates, hidden, c_dtype, compute, result) -> Program:
+def _backward_program(dh, dc, gates, hidden, c_dtype, compute, result, extra=()) -> Program:
     """inputs: dh, dc' (tensors, or the number 0 for a missing gradient), the gate chunks (and
-    hidden_gates'), c; outputs: the four chunks of dgates and dc.
+    hidden_gates'), c, then more gradients of h' of the dtypes ``extra``, added to dh in the
+    kernel (a sequence's); outputs: the four chunks of dgates and dc.
 
         A = dc' + dh o (1 - t^2)                       (the whole gradient reaching c')
         d ai = A g i (1 - i),  d af = A c f (1 - f),  d ag = A i (1 - g^2),  d ao = dh t o (1 - o)
@@ -100,17 +106,21 @@ def _backward_program(dh, dc, gates, hidden, c_dtype, compute, result) -> Progra
     """
     kind = lambda x: ("tensor", x.dtype) if isinstance(x, Tensor) else ("scalar", compute)
     ins = [kind(dh), kind(dc)] + _gate_inputs(gates, hidden) + [("tensor", c_dtype)]
+    ins += [("tensor", d) for d in extra]
     key = ("bwd", *ins, compute, result)
     prog = _programs.get(key)
     if prog is None:
         b = _Builder(ins, compute)
-        c = len(ins) - 1
+        c = 10 if hidden is not None else 6
         i, f, g, o, _, t = _activations(b, 2, None if hidden is None else 6, c)
-        a = b(add, 1, b(mul, b(mul, 0, o), b(_TANH_GRAD, t)))
+        dh_all = 0
+        for k in range(len(extra)):
+            dh_all = b(add, dh_all, c + 1 + k)
+        a = b(add, 1, b(mul, b(mul, dh_all, o), b(_TANH_GRAD, t)))
         dai = b(mul, b(mul, a, g), b(_SIGMOID_GRAD, i))
         daf = b(mul, b(mul, a, c), b(_SIGMOID_GRAD, f))
         dag = b(mul, b(mul, a, i), b(_TANH_GRAD, g))
-        dao = b(mul, b(mul, 0, t), b(_SIGMOID_GRAD, o))
+        dao = b(mul, b(mul, dh_all, t), b(_SIGMOID_GRAD, o))
         prog = _programs[key] = b.program([dai, daf, dag, dao, b(mul, a, f)], [result] * 5)
     return prog
 
@@ -197,6 +207,36 @@ def lstm_cell_backward(dh, dc, gates: Tensor, c: Tensor, hidden_gates: Tensor | 
     return dgates, dc_prev
 
 
+def _lstm_cell_into(gates: Tensor, c: Tensor, hidden_gates: Tensor, h_out: Tensor, c_out: Tensor) -> None:
+    """``lstm_cell`` writing h' and c' into the given tensors (e.g. a step's row of a sequence's
+    output): for a whole-sequence op whose own backward is hand-written, so not recorded (the
+    observers hear of it as an ``lstm_cell`` for counting; grad mode is off where it runs)."""
+    n = c.shape[-1]
+    common, compute = _dtypes(gates, c, hidden_gates)
+    program = _forward_program(gates, hidden_gates, c.dtype, compute, common)
+    _run("lstm_cell", program, _chunks(gates, n) + _chunks(hidden_gates, n) + [c], [h_out, c_out], common)
+    if _dispatch.observers:
+        _dispatch.notify("lstm_cell", (gates, c, hidden_gates), (h_out, c_out), {})
+
+
+def _lstm_cell_backward_into(grads: list, dc, gates: Tensor, c: Tensor, hidden_gates: Tensor,
+                             dgates_out: Tensor) -> Tensor:
+    """``lstm_cell_backward`` for the gradient ``sum(grads)`` of h' (summed in the kernel; none:
+    zero) and ``dc`` of c' (or None), writing dgates into ``dgates_out``; returns dc (a new
+    tensor). Not recorded, as ``_lstm_cell_into``."""
+    n = c.shape[-1]
+    dh, dc = (grads[0] if grads else 0.0), (0.0 if dc is None else dc)
+    common, compute = _dtypes(*[t for t in (*grads, dc, gates, c, hidden_gates) if isinstance(t, Tensor)])
+    dc_prev = new_tensor(c.shape, common, c._storage.device)
+    program = _backward_program(dh, dc, gates, hidden_gates, c.dtype, compute, common,
+                                tuple(g.dtype for g in grads[1:]))
+    _run("lstm_cell_backward", program, [dh, dc] + _chunks(gates, n) + _chunks(hidden_gates, n) + [c]
+         + list(grads[1:]), _chunks(dgates_out, n) + [dc_prev], common)
+    if _dispatch.observers:
+        _dispatch.notify("lstm_cell_backward", (dh, dc, gates, c, hidden_gates), (dgates_out, dc_prev), {})
+    return dc_prev
+
+
 @_dispatch.defvjp("lstm_cell", multi_output=True)
 def _lstm_cell_vjp(grads, node):
     gates, c, hidden = node.inputs
@@ -247,34 +287,49 @@ def _gru_activations(b: _Builder, xr, xz, xn, hr, hz, hn):
     return r, z, b(tanh, b(add, xn, b(mul, r, hn)))
 
 
-def _gru_forward_program(x_dtype, hw_dtype, h_dtype, compute, result) -> Program:
-    """inputs: the r, z, n chunks of xw and of hw, h; output: h' = n + z (h - n)."""
-    key = ("gru_fwd", x_dtype, hw_dtype, h_dtype, compute, result)
+def _hidden_chunks(b: _Builder, hw: int, bias: int | None):
+    """hw's r, z, n chunks (inputs from ``hw`` on), plus those of b_hh (from ``bias``) when given."""
+    return [hw + k if bias is None else b(add, hw + k, bias + k) for k in range(3)]
+
+
+def _gru_forward_program(x_dtype, hw_dtype, h_dtype, compute, result, b_dtype=None) -> Program:
+    """inputs: the r, z, n chunks of xw and of hw, h (and b_hh's chunks, added to hw's, when
+    ``b_dtype``); output: h' = n + z (h - n)."""
+    key = ("gru_fwd", x_dtype, hw_dtype, h_dtype, compute, result, b_dtype)
     prog = _programs.get(key)
     if prog is None:
-        b = _Builder([("tensor", x_dtype)] * 3 + [("tensor", hw_dtype)] * 3 + [("tensor", h_dtype)], compute)
-        _, z, n = _gru_activations(b, 0, 1, 2, 3, 4, 5)
+        b = _Builder([("tensor", x_dtype)] * 3 + [("tensor", hw_dtype)] * 3 + [("tensor", h_dtype)]
+                     + ([("tensor", b_dtype)] * 3 if b_dtype is not None else []), compute)
+        _, z, n = _gru_activations(b, 0, 1, 2, *_hidden_chunks(b, 3, None if b_dtype is None else 7))
         prog = _programs[key] = b.program([b(add, n, b(mul, z, b(sub, 6, n)))], [result])
     return prog
 
 
-def _gru_backward_program(g_dtype, x_dtype, hw_dtype, h_dtype, compute, result) -> Program:
-    """inputs: dh' (g), the chunks of xw and hw, h; outputs: the three chunks of dxw, of dhw
-    (its r and z chunks are dxw's, written twice) and dh:
+def _gru_backward_program(g_dtype, x_dtype, hw_dtype, h_dtype, compute, result, b_dtype=None,
+                          extra=()) -> Program:
+    """inputs: dh' (g), the chunks of xw and hw, h (then b_hh's chunks when ``b_dtype``, added
+    to hw's, and more gradients of h' of the dtypes ``extra``, added to g); outputs: the three
+    chunks of dxw, of dhw (its r and z chunks are dxw's, written twice) and dh:
 
         d an = g (1 - z)(1 - n^2),  d ar = d an h_n r (1 - r),  d az = g (h - n) z (1 - z)
         dxw = [d ar, d az, d an],  dhw = [d ar, d az, d an r],  dh = g z
     """
-    key = ("gru_bwd", g_dtype, x_dtype, hw_dtype, h_dtype, compute, result)
+    key = ("gru_bwd", g_dtype, x_dtype, hw_dtype, h_dtype, compute, result, b_dtype, *extra)
     prog = _programs.get(key)
     if prog is None:
-        b = _Builder([("tensor", g_dtype)] + [("tensor", x_dtype)] * 3 + [("tensor", hw_dtype)] * 3
-                     + [("tensor", h_dtype)], compute)
-        r, z, n = _gru_activations(b, 1, 2, 3, 4, 5, 6)
-        dan = b(mul, b(sub, 0, b(mul, 0, z)), b(_TANH_GRAD, n))
-        dar = b(mul, b(mul, dan, 6), b(_SIGMOID_GRAD, r))
-        daz = b(mul, b(mul, 0, b(sub, 7, n)), b(_SIGMOID_GRAD, z))
-        prog = _programs[key] = b.program([dar, daz, dan, dar, daz, b(mul, dan, r), b(mul, 0, z)], [result] * 7)
+        ins = ([("tensor", g_dtype)] + [("tensor", x_dtype)] * 3 + [("tensor", hw_dtype)] * 3
+               + [("tensor", h_dtype)] + ([("tensor", b_dtype)] * 3 if b_dtype is not None else []))
+        first_extra = len(ins)
+        b = _Builder(ins + [("tensor", d) for d in extra], compute)
+        hr, hz, hn = _hidden_chunks(b, 4, None if b_dtype is None else 8)
+        r, z, n = _gru_activations(b, 1, 2, 3, hr, hz, hn)
+        g = 0
+        for k in range(len(extra)):
+            g = b(add, g, first_extra + k)
+        dan = b(mul, b(sub, g, b(mul, g, z)), b(_TANH_GRAD, n))
+        dar = b(mul, b(mul, dan, hn), b(_SIGMOID_GRAD, r))
+        daz = b(mul, b(mul, g, b(sub, 7, n)), b(_SIGMOID_GRAD, z))
+        prog = _programs[key] = b.program([dar, daz, dan, dar, daz, b(mul, dan, r), b(mul, g, z)], [result] * 7)
     return prog
 
 
@@ -329,6 +384,47 @@ def gru_cell_backward(g: Tensor, xw: Tensor, hw: Tensor, h: Tensor) -> tuple[Ten
     return dxw, dhw, dh
 
 
+def _bias_chunks(bias: Tensor, like: Tensor, n: int) -> list:
+    """The 3 chunks of ``bias`` [3H] broadcast to ``like``'s shape [*, H] (stride-0 views)."""
+    st = bias._strides[0]
+    strides = (0,) * (like.ndim - 1) + (st,)
+    return [Tensor._make(bias._storage, bias._offset + k * n * st, like._shape, strides, bias.dtype)
+            for k in range(3)]
+
+
+def _gru_cell_into(xw: Tensor, hw: Tensor, bias, h: Tensor, out: Tensor) -> None:
+    """``gru_cell(xw, hw + bias, h)`` writing h' into ``out`` (a step's row of a sequence's
+    output), b_hh (``bias``, [3H] or None) added in the kernel. Not recorded, as ``_lstm_cell_into``."""
+    n = h.shape[-1]
+    common, compute = _dtypes(*[t for t in (xw, hw, h, bias) if t is not None])
+    program = _gru_forward_program(xw.dtype, hw.dtype, h.dtype, compute, common,
+                                   bias.dtype if bias is not None else None)
+    _run("gru_cell", program, _chunks(xw, n, 3) + _chunks(hw, n, 3) + [h]
+         + (_bias_chunks(bias, h, n) if bias is not None else []), [out], common)
+    if _dispatch.observers:
+        _dispatch.notify("gru_cell", (xw, hw, h), (out,), {})
+
+
+def _gru_cell_backward_into(grads: list, xw: Tensor, hw: Tensor, bias, h: Tensor, dxw_out: Tensor,
+                            dhw_out: Tensor) -> Tensor:
+    """``gru_cell_backward`` of ``_gru_cell_into`` for the gradient ``sum(grads)`` of h' (summed
+    in the kernel: the output's, the next step's through h'W_hhᵀ and through z h), writing dxw and
+    dhw (also b_hh's per-row gradient) into the given tensors; returns dh (the part through z h).
+    Not recorded."""
+    n = h.shape[-1]
+    tensors = [t for t in [*grads, xw, hw, h, bias] if t is not None]
+    common, compute = _dtypes(*tensors)
+    dh = new_tensor(h.shape, common, h._storage.device)
+    program = _gru_backward_program(grads[0].dtype, xw.dtype, hw.dtype, h.dtype, compute, common,
+                                    bias.dtype if bias is not None else None, tuple(g.dtype for g in grads[1:]))
+    _run("gru_cell_backward", program, [grads[0]] + _chunks(xw, n, 3) + _chunks(hw, n, 3) + [h]
+         + (_bias_chunks(bias, h, n) if bias is not None else []) + list(grads[1:]),
+         _chunks(dxw_out, n, 3) + _chunks(dhw_out, n, 3) + [dh], common)
+    if _dispatch.observers:
+        _dispatch.notify("gru_cell_backward", (grads[0], xw, hw, h), (dxw_out, dhw_out, dh), {})
+    return dh
+
+
 @_dispatch.defvjp("gru_cell")
 def _gru_cell_vjp(g, node):
     return gru_cell_backward(g, *node.inputs)
@@ -367,3 +463,48 @@ def _gru_cell_backward_vjp(grads, node):
     bar_ar = (dan * (big_r * hn * (1 - 2 * r) + wn) + bar_an * hn) * p
     bar_az = bar_z * y
     return grad_g, cat([bar_ar, bar_az, bar_an], -1), cat([bar_ar, bar_az, bar_hn], -1), big_z * g * y
+
+
+# ---- Elman RNN: a sequence op's steps, not recorded (nn.RNN's _RNNSequence has the backward) ------------
+_RELU = _Body("relu", lambda m, x, zero: m.where(x <= 0, zero, x))          # NaN stays NaN, as relu
+_RELU_GRAD = _Body("relu_grad", lambda m, g, h, zero: m.where(h > 0, g, zero))
+
+
+def _rnn_program(kind: str, dtypes: tuple, relu: bool, compute, result) -> Program:
+    """forward, inputs (xw, hw, 0): h' = tanh(xw + hw) or relu(xw + hw); backward, inputs
+    (h', 0, gradients of h'...): their sum times tanh' = 1 - h'^2 or relu' = [h' > 0]."""
+    key = ("rnn", kind, dtypes, relu, compute, result)
+    prog = _programs.get(key)
+    if prog is None:
+        b = _Builder([("tensor", d) for d in dtypes[:-1]] + [("scalar", compute)]
+                     if kind == "fwd" else [("tensor", dtypes[0]), ("scalar", compute)]
+                     + [("tensor", d) for d in dtypes[1:]], compute)
+        if kind == "fwd":
+            pre = b(add, 0, 1)
+            out = b(_RELU, pre, 2) if relu else b(tanh, pre)
+        else:
+            g = 2
+            for k in range(3, len(b.inputs)):
+                g = b(add, g, k)
+            out = b(_RELU_GRAD, g, 0, 1) if relu else b(mul, g, b(_TANH_GRAD, 0))
+        prog = _programs[key] = b.program([out], [result])
+    return prog
+
+
+def _rnn_cell_into(xw: Tensor, hw: Tensor, out: Tensor, relu: bool) -> None:
+    """h' = tanh(xw + hw) (or relu) written into ``out``: one launch."""
+    common, compute = _dtypes(xw, hw)
+    program = _rnn_program("fwd", (xw.dtype, hw.dtype, None), relu, compute, common)
+    _run("rnn_cell", program, [xw, hw, 0.0], [out], common)
+    if _dispatch.observers:
+        _dispatch.notify("rnn_cell", (xw, hw), (out,), {})
+
+
+def _rnn_cell_backward_into(grads: list, h: Tensor, out: Tensor, relu: bool) -> None:
+    """The pre-activation's gradient, ``sum(grads)`` times the activation's derivative at h',
+    written into ``out``: one launch."""
+    common, compute = _dtypes(h, *grads)
+    program = _rnn_program("bwd", (h.dtype,) + tuple(g.dtype for g in grads), relu, compute, common)
+    _run("rnn_cell_backward", program, [h, 0.0] + list(grads), [out], common)
+    if _dispatch.observers:
+        _dispatch.notify("rnn_cell_backward", (h, *grads), (out,), {})

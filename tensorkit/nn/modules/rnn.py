@@ -3,18 +3,27 @@
 ``bias_hh_l0``, ``..._reverse``), gate order (LSTM: i, f, g, o; GRU: r, z, n) and initialization
 (every weight and bias U(-1/sqrt(hidden), 1/sqrt(hidden))), so weights load by key.
 
-The layers are composites: the input projection of a whole sequence is one matmul per layer
-and direction; each time step is a small matmul with the hidden state plus pointwise gates.
-An LSTM (GRU) step's gates are the fused primitive ``ops.rnn.lstm_cell`` (``gru_cell``): one
-launch forward, one backward; at language-model sizes a step is bound by launches, not memory.
+The input projection of a whole sequence is one matmul per layer and direction, recorded as
+usual; the recurrence over the steps of a layer and direction is ONE autograd node
+(``_Sequence``, as cuDNN's RNN): per step a small matmul with the hidden state and one fused
+cell launch forward, one fused cell-backward launch and one matmul backward, with the weight
+gradient of all steps one GEMM at the end. At language-model sizes a step is bound by launches
+(~15-20 us of host time each on a GPU), not memory. The single-step cells (``LSTMCell`` ...)
+are composites over the fused primitives ``ops.rnn.lstm_cell`` / ``gru_cell``.
 """
 from __future__ import annotations
 
 import math
 
 from ... import functional as TF
-from ...ops.creation import empty, zeros
-from ...ops.rnn import gru_cell, lstm_cell
+from ..._tensor import Tensor
+from ...autograd.function import Function
+from ...autograd.grad_mode import state as _grad_state
+from ...ops.creation import empty, new_tensor, zeros
+from ...ops.pointwise import where
+from ...ops.rnn import (_gru_cell_backward_into, _gru_cell_into, _lstm_cell_backward_into, _lstm_cell_into,
+                        _rnn_cell_backward_into, _rnn_cell_into, gru_cell, gru_cell_backward, lstm_cell,
+                        lstm_cell_backward)
 from ...ops.shape import cat, stack
 from .. import functional as F
 from ..parameter import Parameter
@@ -54,6 +63,132 @@ def _gru_step(xw, h, c, w_hh_t, b_hh, relu=False):
 
 
 _STEPS = {"RNN_TANH": _rnn_step, "RNN_RELU": _rnn_step, "LSTM": _lstm_step, "GRU": _gru_step}
+
+
+def _row(t: Tensor, i: int) -> Tensor:
+    """``t[i]`` as a plain view, not recorded (the sequence ops' own operands; ~10x cheaper)."""
+    return Tensor._make(t._storage, t._offset + i * t._strides[0], t._shape[1:], t._strides[1:], t.dtype)
+
+
+def _rows(t: Tensor, start: int, stop: int) -> Tensor:
+    return Tensor._make(t._storage, t._offset + start * t._strides[0], (stop - start,) + tuple(t._shape[1:]),
+                        t._strides, t.dtype)
+
+
+class _Sequence(Function):
+    """One layer and direction of a recurrent layer over a whole sequence as ONE autograd node,
+    as cuDNN's RNN. ``xw`` [T, N, G] is every step's input projection x W_ihᵀ + b_ih (+ b_hh,
+    except for GRU, whose b_hh is ``b_hh`` here: r multiplies h's part), one GEMM outside whose
+    ordinary autograd gives dx, dW_ih and the input biases' gradients from d(xw). Returns
+    ``(output [T, N, H], h_n, c_n)`` (c_n None unless LSTM).
+
+    Forward, per step: ``h W_hhᵀ`` (one matmul) and the fused cell (one launch), which writes
+    h_t straight into its row of a [T + 1, N, H] buffer that also holds h0: the output is a view
+    of it, and the previous states of all steps are one contiguous block. Backward, per step:
+    the fused cell backward (one launch; it sums the gradients reaching h_t, from the output and
+    from step t + 1, in the kernel), writing d(xw)_t and d(h W_hhᵀ)_t into rows of [T, N, G]
+    buffers (one buffer unless GRU), and ``d(h W_hhᵀ)_t W_hh`` (one matmul). Then dW_hh is ONE
+    GEMM over all steps, db_hh one sum, d(xw) the buffer. A step recorded op by op costs ~10
+    launches backward, each ~15-20 us of host time on a GPU.
+
+    Under ``create_graph`` the backward recomputes the forward with recorded ops and runs the
+    same recurrence with recorded ops (the cells' backward primitives have VJPs), so higher
+    derivatives are those of the step-by-step composition.
+    """
+
+    @staticmethod
+    def forward(ctx, mode, xw, w_hh, b_hh, h0, c0, reverse):
+        ctx.set_materialize_grads(False)
+        t_len, batch, _ = xw.shape
+        dev = xw._storage.device
+        hbuf = new_tensor((t_len + 1, batch, h0.shape[-1]), xw.dtype, dev)     # h0 and every h_t
+        _row(hbuf, t_len if reverse else 0).copy_(h0)
+        w_t = w_hh.t()
+        c, saved = c0, []
+        for s in range(t_len):
+            t = t_len - 1 - s if reverse else s
+            h_prev, h_out = _row(hbuf, t + 1 if reverse else t), _row(hbuf, t if reverse else t + 1)
+            hw = h_prev @ w_t
+            if mode == "LSTM":
+                c_new = new_tensor(c.shape, xw.dtype, dev)
+                _lstm_cell_into(_row(xw, t), c, hw, h_out, c_new)
+                saved += [c, hw]
+                c = c_new
+            elif mode == "GRU":
+                _gru_cell_into(_row(xw, t), hw, b_hh, h_prev, h_out)
+                saved.append(hw)
+            else:
+                _rnn_cell_into(_row(xw, t), hw, h_out, mode == "RNN_RELU")
+        ctx.save_for_backward(xw, w_hh, b_hh, h0, c0, hbuf, *saved)       # freed by the engine after backward
+        ctx.mode, ctx.reverse = mode, reverse
+        out = _rows(hbuf, 0, t_len) if reverse else _rows(hbuf, 1, t_len + 1)
+        return out, _row(hbuf, 0 if reverse else t_len), c
+
+    @staticmethod
+    def backward(ctx, dy, dh_n, dc_n):
+        xw, w_hh, b_hh, h0, c0, hbuf, *steps = ctx.saved_tensors
+        mode, reverse = ctx.mode, ctx.reverse
+        if _grad_state.enabled:         # create_graph: a recorded, differentiable recurrence
+            return (None,) + _sequence_recorded(mode, xw, w_hh, b_hh, h0, c0, reverse, dy, dh_n, dc_n) + (None,)
+        t_len, batch, g = xw.shape
+        dxw = new_tensor(xw.shape, xw.dtype, xw._storage.device)
+        dhw = new_tensor(xw.shape, xw.dtype, xw._storage.device) if mode == "GRU" else dxw
+        grads, dc = [dh_n], dc_n       # the gradients reaching h_t, summed in the cell's kernel
+        for s in reversed(range(t_len)):
+            t = t_len - 1 - s if reverse else s
+            h_prev = _row(hbuf, t + 1 if reverse else t)
+            grads = [d for d in grads + [_row(dy, t) if dy is not None else None] if d is not None]
+            if mode == "LSTM":
+                c_prev, hw = steps[2 * s], steps[2 * s + 1]
+                dc, extra = _lstm_cell_backward_into(grads, dc, _row(xw, t), c_prev, hw, _row(dxw, t)), []
+            elif mode == "GRU":
+                extra = [_gru_cell_backward_into(grads, _row(xw, t), steps[s], b_hh, h_prev, _row(dxw, t),
+                                                 _row(dhw, t))]
+            else:
+                _rnn_cell_backward_into(grads, _row(hbuf, t if reverse else t + 1), _row(dxw, t), mode == "RNN_RELU")
+                extra = []
+            grads = [_row(dhw, t) @ w_hh] + extra if s or ctx.needs_input_grad[4] else []
+        dh0 = (grads[0] + grads[1] if len(grads) > 1 else grads[0]) if grads else None
+        h_prev = _rows(hbuf, 1, t_len + 1) if reverse else _rows(hbuf, 0, t_len)
+        flat = dhw.reshape(t_len * batch, g)
+        dw = flat.t() @ h_prev.reshape(t_len * batch, h0.shape[-1]) if ctx.needs_input_grad[2] else None
+        db = flat.sum(0) if ctx.needs_input_grad[3] else None
+        return None, dxw, dw, db, dh0, (dc if ctx.needs_input_grad[5] else None), None
+
+
+def _sequence_recorded(mode, xw, w_hh, b_hh, h0, c0, reverse, dy, dh_n, dc_n):
+    """``_Sequence``'s gradients (xw, W_hh, b_hh, h0, c0) with every op recorded, for create_graph:
+    the forward recomputed step by step, then the recurrence of the backward."""
+    t_len = xw.shape[0]
+    order = list(reversed(range(t_len))) if reverse else list(range(t_len))
+    w_t = w_hh.t()
+    h, c, steps = h0, c0, []
+    for t in order:
+        hw = _hidden(h, w_t, b_hh)
+        steps.append((h, c, hw))
+        if mode == "LSTM":
+            h, c = lstm_cell(xw[t], c, hw)
+        elif mode == "GRU":
+            h = gru_cell(xw[t], hw, h)
+        else:
+            h = TF.relu(xw[t] + hw) if mode == "RNN_RELU" else (xw[t] + hw).tanh()
+        steps[-1] += (h,)
+    dh, dc, dxs, dhws, h_prevs = dh_n, dc_n, [None] * t_len, [None] * t_len, [None] * t_len
+    for t, (h_prev, c_prev, hw, h) in zip(reversed(order), reversed(steps)):
+        g = dh if dy is None else (dy[t] if dh is None else dh + dy[t])
+        extra = None
+        if mode == "LSTM":
+            dxs[t], dc = lstm_cell_backward(g, dc, xw[t], c_prev, hw)
+        elif mode == "GRU":
+            dxs[t], dhws[t], extra = gru_cell_backward(g, xw[t], hw, h_prev)
+        else:
+            dxs[t] = where(h > 0, g, 0.0) if mode == "RNN_RELU" else g * (1 - h * h)
+        dhws[t] = dhws[t] if mode == "GRU" else dxs[t]
+        dh = dhws[t] @ w_hh if extra is None else extra + dhws[t] @ w_hh
+        h_prevs[t] = h_prev
+    dhw = stack(dhws, 0).reshape(-1, xw.shape[-1])
+    dw = dhw.t() @ stack(h_prevs, 0).reshape(-1, h0.shape[-1])
+    return stack(dxs, 0), dw, (dhw.sum(0) if b_hh is not None else None), dh, dc
 
 
 class RNNBase(Module):
@@ -130,10 +265,7 @@ class RNNBase(Module):
         if h0 is None:
             h0 = zeros(self._state_shape(x.shape[1]), dtype=x.dtype, device=x.device)
             c0 = h0 if lstm else None
-        step = _STEPS[self.mode]
-        relu = self.mode == "RNN_RELU"
         dirs = 2 if self.bidirectional else 1
-        t_len = x.shape[0]
         hn, cn = [], []
         for layer in range(self.num_layers):
             outs = []
@@ -142,14 +274,10 @@ class RNNBase(Module):
                 if b_hh is not None and self.mode != "GRU":     # one bias add per sequence, not per step
                     b_ih, b_hh = b_ih + b_hh, None
                 xw = _linear(x, w_ih, b_ih)                 # [T, N, gates]: all steps at once
-                w_hh_t = w_hh.t()
                 k = layer * dirs + d
                 h, c = h0[k], (c0[k] if lstm else None)
-                ys = [None] * t_len
-                for t in (reversed(range(t_len)) if d else range(t_len)):
-                    h, c = step(xw[t], h, c, w_hh_t, b_hh, relu)
-                    ys[t] = h
-                outs.append(stack(ys, 0))
+                y, h, c = _Sequence.apply(self.mode, xw, w_hh, b_hh, h, c, bool(d))    # one autograd node
+                outs.append(y)
                 hn.append(h)
                 cn.append(c)
             x = cat(outs, -1) if dirs == 2 else outs[0]
