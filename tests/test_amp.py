@@ -348,6 +348,29 @@ def _backward(scaler, p, bad=False):
             p.grad[1] = math.inf
 
 
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])
+def test_recurrent_layers_autocast_like_torch(mode):
+    """nn.LSTM / GRU / RNN under CPU autocast: outputs and states in bfloat16, as PyTorch's lstm
+    and rnn give, values close to PyTorch's; float32 parameters get float32 grads. PyTorch's CPU
+    GRU is not on its CPU list and returns float32 (its composite's float32 state promotes);
+    tensorkit runs every recurrent layer in the lower precision on both devices."""
+    torch = pytest.importorskip("torch")
+    m = getattr(tk.nn, mode)(8, 16, num_layers=2)
+    tm = getattr(torch.nn, mode)(8, 16, num_layers=2)
+    tm.load_state_dict({k: torch.tensor(v.detach().numpy()) for k, v in m.state_dict().items()})
+    x = np.random.default_rng(3).standard_normal((5, 3, 8)).astype(np.float32)
+    with tk.autocast("cpu", dtype=tk.bfloat16):
+        y, state = m(tk.tensor(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ty, tstate = tm(torch.tensor(x))
+    states, tstates = (state, tstate) if mode == "LSTM" else ((state,), (tstate,))
+    for a, e in zip((y, *states), (ty, *tstates)):
+        assert a.dtype is tk.bfloat16 and e.dtype is (torch.float32 if mode == "GRU" else torch.bfloat16)
+        np.testing.assert_allclose(a.float().detach().numpy(), e.float().detach().numpy(), atol=3e-2)
+    y.float().sum().backward()
+    assert m.weight_hh_l0.grad.dtype is tk.float32 and m.weight_ih_l1.grad.dtype is tk.float32
+
+
 def test_scaler_skips_inf_and_backs_off():
     p, opt, scaler = _setup(init_scale=1024.0)
     _backward(scaler, p, bad=True)

@@ -40,7 +40,9 @@ Where tensorkit differs from PyTorch, deliberately:
 * ``binary_cross_entropy`` runs in float32 instead of raising on CUDA;
 * ``dot`` promotes mixed inputs on the CPU too, where PyTorch raises;
 * ``autocast("cuda")`` without a GPU is not disabled with a warning: it simply has no cuda
-  tensors to cast.
+  tensors to cast;
+* nn.LSTM / GRU / RNN run in the autocast dtype on both device types (``nn/modules/rnn.py``'s
+  ``_layers`` is marked "lower"); PyTorch's CPU GRU, not on its CPU list, returns float32.
 
 This module imports nothing from ``ops/`` at load time: ``ops/`` imports it.
 """

@@ -17,6 +17,7 @@ import math
 
 from ... import functional as TF
 from ..._tensor import Tensor
+from ...amp.autocast import autocast_to
 from ...autograd.function import Function
 from ...autograd.grad_mode import state as _grad_state
 from ...ops.creation import empty, new_tensor, zeros
@@ -73,6 +74,31 @@ def _row(t: Tensor, i: int) -> Tensor:
 def _rows(t: Tensor, start: int, stop: int) -> Tensor:
     return Tensor._make(t._storage, t._offset + start * t._strides[0], (stop - start,) + tuple(t._shape[1:]),
                         t._strides, t.dtype)
+
+
+@autocast_to("lower")
+def _layers(mode: str, x: Tensor, weights: list, h0: Tensor, c0, num_layers: int, dirs: int, dropout: float):
+    """The stacked recurrence over ``x`` [T, N, H_in]: (last layer's output, h_n list, c_n list).
+    ``weights``: (w_ih, w_hh, b_ih, b_hh) per layer and direction, flat. Under autocast every
+    floating operand is cast to the autocast dtype, as PyTorch's lstm / gru / rnn ops are."""
+    lstm = mode == "LSTM"
+    hn, cn = [], []
+    for layer in range(num_layers):
+        outs = []
+        for d in range(dirs):
+            k = layer * dirs + d
+            w_ih, w_hh, b_ih, b_hh = weights[4 * k:4 * k + 4]
+            if b_hh is not None and mode != "GRU":          # one bias add per sequence, not per step
+                b_ih, b_hh = b_ih + b_hh, None
+            xw = _linear(x, w_ih, b_ih)                     # [T, N, gates]: all steps at once
+            y, h, c = _Sequence.apply(mode, xw, w_hh, b_hh, h0[k], (c0[k] if lstm else None), bool(d))
+            outs.append(y)                                  # one autograd node per layer and direction
+            hn.append(h)
+            cn.append(c)
+        x = cat(outs, -1) if dirs == 2 else outs[0]
+        if dropout and layer < num_layers - 1:
+            x = F.dropout(x, dropout, training=True)
+    return x, hn, cn
 
 
 class _Sequence(Function):
@@ -266,23 +292,9 @@ class RNNBase(Module):
             h0 = zeros(self._state_shape(x.shape[1]), dtype=x.dtype, device=x.device)
             c0 = h0 if lstm else None
         dirs = 2 if self.bidirectional else 1
-        hn, cn = [], []
-        for layer in range(self.num_layers):
-            outs = []
-            for d in range(dirs):
-                w_ih, w_hh, b_ih, b_hh = self._weights(layer, d)
-                if b_hh is not None and self.mode != "GRU":     # one bias add per sequence, not per step
-                    b_ih, b_hh = b_ih + b_hh, None
-                xw = _linear(x, w_ih, b_ih)                 # [T, N, gates]: all steps at once
-                k = layer * dirs + d
-                h, c = h0[k], (c0[k] if lstm else None)
-                y, h, c = _Sequence.apply(self.mode, xw, w_hh, b_hh, h, c, bool(d))    # one autograd node
-                outs.append(y)
-                hn.append(h)
-                cn.append(c)
-            x = cat(outs, -1) if dirs == 2 else outs[0]
-            if self.dropout and self.training and layer < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
+        weights = [w for layer in range(self.num_layers) for d in range(dirs) for w in self._weights(layer, d)]
+        x, hn, cn = _layers(self.mode, x, weights, h0, c0, self.num_layers, dirs,
+                            self.dropout if self.training else 0.0)
         out = x if batched else x.squeeze(1)
         if batched and self.batch_first:
             out = out.transpose(0, 1)
