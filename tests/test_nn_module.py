@@ -10,6 +10,12 @@ import pytest
 import tensorkit as tk
 from tensorkit import nn
 
+try:
+    import torch
+except ImportError:
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+
 
 class Affine(nn.Module):
     def __init__(self, n_in, n_out):
@@ -344,11 +350,6 @@ def test_module_list_dict_parameter_list_dict():
     assert "layers.0.weight" in holder.state_dict() and "params.1" in holder.state_dict()
 
 
-def test_module_backward_hooks_say_they_are_unsupported():
-    with pytest.raises(NotImplementedError, match="register a hook on the output tensor"):
-        Net().register_full_backward_hook(lambda *a: None)
-
-
 def test_deepcopy_and_pickle_module():
     import pickle
     net = Net()
@@ -361,3 +362,283 @@ def test_deepcopy_and_pickle_module():
     assert c.a.weight is not net.a.weight and type(c.a.weight) is nn.Parameter
     np.testing.assert_array_equal(c.a.weight.detach().numpy(), net.a.weight.detach().numpy())
     assert list(c.state_dict()) == list(net.state_dict())
+
+
+# ---- backward hooks (vs PyTorch) ---------------------------------------------------------------------------
+def _np(g):
+    return None if g is None else g.detach().cpu().numpy()
+
+
+def _recorder(log, name):
+    """A (pre, full) pair of backward hooks appending what they see to ``log``."""
+    return (lambda m, go: log.append((name, "pre", [_np(g) for g in go])),
+            lambda m, gi, go: log.append((name, "full", [_np(g) for g in gi], [_np(g) for g in go])))
+
+
+def _assert_logs_equal(ours, theirs):
+    assert len(ours) == len(theirs), (ours, theirs)
+    for a, b in zip(ours, theirs):
+        assert a[:2] == b[:2]
+        for xs, ys in zip(a[2:], b[2:]):
+            assert len(xs) == len(ys)
+            for x, y in zip(xs, ys):
+                assert (x is None) == (y is None), (a, b)
+                if x is not None:
+                    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
+
+
+def _both(build, run, hook_on=lambda m: [("m", m)]):
+    """Build the same model in tensorkit and torch (same weights), hook the modules ``hook_on``
+    names, run; the hooks' logs and all gradients must agree. Returns tensorkit's log."""
+    ours, theirs = build(nn).double(), build(torch.nn).double()
+    with torch.no_grad():
+        for p, q in zip(ours.parameters(), theirs.parameters()):
+            q.copy_(torch.tensor(p.detach().numpy()))
+    logs, grads = [], []
+    for model, mk in ((ours, lambda a, rg=True: tk.tensor(a, dtype=tk.float64, requires_grad=rg)),
+                      (theirs, lambda a, rg=True: torch.tensor(a, dtype=torch.float64, requires_grad=rg))):
+        log = []
+        for name, m in hook_on(model):
+            pre, full = _recorder(log, name)
+            m.register_full_backward_pre_hook(pre)
+            m.register_full_backward_hook(full)
+        leaves = run(model, mk)
+        logs.append(log)
+        grads.append([_np(t.grad) for t in leaves] + [_np(p.grad) for p in model.parameters()])
+    _assert_logs_equal(*logs)
+    for a, b in zip(*grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    return logs[0]
+
+
+_X = np.random.default_rng(0).standard_normal((4, 3))
+
+
+@needs_torch
+def test_full_backward_hook_linear_vs_torch():
+    def run(m, mk):
+        x = mk(_X)
+        (m(x) ** 2).sum().backward()
+        return [x]
+    log = _both(lambda nn_: nn_.Linear(3, 2), run)
+    assert [e[1] for e in log] == ["pre", "full"]         # once per backward, outputs' gradients first
+
+
+class TwoIn(nn.Module):
+    """Two tensor inputs, one of them maybe not requiring grad, and a Python number."""
+
+    def forward(self, x, y, k):
+        return x * y * k + y.sum()
+
+
+class TwoInTorch(torch.nn.Module if torch else object):
+    forward = TwoIn.forward
+
+
+@needs_torch
+@pytest.mark.parametrize("y_grad", [True, False])
+def test_full_backward_hook_two_inputs_vs_torch(y_grad):
+    def run(m, mk):
+        x, y = mk(_X), mk(_X[::-1].copy(), y_grad)
+        m(x, y, 3.0).sum().backward()
+        return [x, y]
+    # grad_input: one entry per positional argument; None for the number, zeros for a y that needs no grad
+    log = _both(lambda nn_: TwoIn() if nn_ is nn else TwoInTorch(), run)
+    gi = log[-1][2]
+    assert gi[2] is None and (y_grad or not gi[1].any())
+
+
+@needs_torch
+def test_backward_hooks_nested_sequential_vs_torch():
+    def run(m, mk):
+        x = mk(_X)
+        m(x).sum().backward()
+        return [x]
+    log = _both(lambda nn_: nn_.Sequential(nn_.Linear(3, 4), nn_.Tanh(), nn_.Linear(4, 2)), run,
+                hook_on=lambda m: [("seq", m)] + [(str(i), c) for i, c in enumerate(m)])
+    assert [e[:2] for e in log] == [("seq", "pre"), ("2", "pre"), ("2", "full"), ("1", "pre"), ("1", "full"),
+                                    ("0", "pre"), ("0", "full"), ("seq", "full")]
+
+
+@needs_torch
+def test_hook_replacing_grad_input_and_pre_hook_replacing_grad_output_vs_torch():
+    def run(m, mk):
+        m.register_full_backward_pre_hook(lambda mod, go: (go[0] * 3,))
+        m.register_full_backward_hook(lambda mod, gi, go: (gi[0] + 1,))
+        x = mk(_X)
+        (m(x) ** 2).sum().backward()        # weight/bias gradients see the tripled grad_output; x the +1
+        return [x]
+    log = _both(lambda nn_: nn_.Linear(3, 2), run, hook_on=lambda m: [])
+    assert log == []
+
+
+@needs_torch
+def test_tuple_output_with_an_unused_output_and_a_non_tensor_vs_torch():
+    class Split(nn.Module):
+        def forward(self, x):
+            return x * 2, x.exp(), "label"
+
+    class SplitTorch(torch.nn.Module):
+        forward = Split.forward
+
+    def run(m, mk):
+        x = mk(_X)
+        a, _, label = m(x)
+        assert label == "label"
+        a.sum().backward()
+        return [x]
+    log = _both(lambda nn_: Split() if nn_ is nn else SplitTorch(), run)
+    assert log[0][2][1] is None and log[0][2][2] is None          # grad_output: None for the unused and the str
+
+
+@needs_torch
+def test_no_input_requires_grad_hook_fires_at_outputs_with_warning():
+    def run(m, mk):
+        with pytest.warns(UserWarning, match="no inputs require gradients"):
+            m(mk(_X, False)).sum().backward()
+        return []
+    log = _both(lambda nn_: nn_.Linear(3, 2), run)
+    assert [e[1] for e in log] == ["pre", "full"] and log[1][2] == [None]
+    lin = nn.Linear(3, 2)
+    lin.register_full_backward_hook(lambda m, gi, go: (tk.ones(4, 3),))
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="should always return None"):
+        lin(tk.ones(4, 3)).sum().backward()
+
+
+def test_backward_hooks_prepend_order_and_removal():
+    lin, order = nn.Linear(3, 2), []
+    h1 = lin.register_full_backward_hook(lambda *a: order.append(1))
+    h2 = lin.register_full_backward_hook(lambda *a: order.append(2))
+    h3 = lin.register_full_backward_hook(lambda *a: order.append(3), prepend=True)
+    p1 = lin.register_full_backward_pre_hook(lambda *a: order.append("p1"))
+    p0 = lin.register_full_backward_pre_hook(lambda *a: order.append("p0"), prepend=True)
+    x = tk.randn(4, 3, requires_grad=True)
+    lin(x).sum().backward()
+    assert order == ["p0", "p1", 3, 1, 2]
+    order.clear(); h1.remove(); p1.remove()
+    lin(x).sum().backward()
+    assert order == ["p0", 3, 2]
+    y = lin(x)                                  # as PyTorch: the hooks of a call are those set at its forward
+    order.clear(); h2.remove(); h3.remove(); p0.remove()
+    y.sum().backward()
+    assert order == ["p0", 3, 2]
+    order.clear()
+    lin(x).sum().backward()
+    assert order == [] and "BackwardHook" not in lin(x).grad_fn.name()
+
+
+def test_module_without_backward_hooks_is_not_wrapped():
+    lin = nn.Linear(3, 2)
+    x = tk.randn(4, 3, requires_grad=True)
+    plain = type(lin(x).grad_fn).__name__
+    assert "BackwardHook" not in plain
+    with lin.register_full_backward_hook(lambda *a: None):
+        assert lin(x).grad_fn.name() == "BackwardHookFunctionBackward"
+    assert type(lin(x).grad_fn).__name__ == plain
+
+
+def test_backward_hooks_not_called_under_no_grad_or_without_grad_at_outputs():
+    lin, calls = nn.Linear(3, 2), []
+    lin.register_full_backward_hook(lambda *a: calls.append(a))
+    lin.register_full_backward_pre_hook(lambda *a: calls.append(a))
+    with tk.no_grad():
+        y = lin(tk.randn(4, 3, requires_grad=True))
+    assert not y.requires_grad and y.grad_fn is None
+
+    class Detached(nn.Module):
+        def forward(self, x):
+            return x.detach() * 2
+    d = Detached()
+    d.register_full_backward_hook(lambda *a: calls.append(a))
+    x = tk.randn(2, requires_grad=True)
+    (d(x).sum() + x.sum()).backward()
+    assert calls == []
+
+
+def test_in_place_writes_into_hooked_inputs_or_outputs_raise():
+    lin = nn.Linear(3, 3)
+    lin.register_full_backward_hook(lambda *a: None)
+    x = tk.randn(2, 3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="backward hooks watch.*in place"):
+        lin(x).mul_(2)
+    with pytest.raises(RuntimeError, match="backward hooks watch"):
+        lin(x)[0].zero_()                                           # a view of the output too
+    with pytest.raises(RuntimeError, match="backward hooks watch"):  # PyTorch raises here too
+        nn.ReLU(inplace=True)(lin(x))
+    relu = nn.ReLU(inplace=True)
+    relu.register_full_backward_hook(lambda *a: None)
+    with pytest.raises(RuntimeError, match="backward hooks watch"):   # the input, written inside forward
+        relu(x * 1)
+    y = lin(x).clone().mul_(2)                                      # the documented way out
+    y.sum().backward()
+    assert x.grad is not None
+
+
+@needs_torch
+def test_backward_hook_double_backward_vs_torch():
+    results = []
+    for lib in (tk, torch):
+        m, seen = lib.nn.Tanh(), []
+        m.register_full_backward_hook(lambda mod, gi, go: seen.append((gi[0].requires_grad, go[0].requires_grad)))
+        x = lib.tensor([0.3, -0.5, 1.2], dtype=lib.float64, requires_grad=True)
+        (g,) = lib.autograd.grad(m(x).sum(), x, create_graph=True)
+        (g ** 2).sum().backward()
+        results.append((seen, _np(g), _np(x.grad)))
+    (s1, g1, x1), (s2, g2, x2) = results
+    assert s1 == s2 == [(True, False)]          # fires in the first backward only (as PyTorch)
+    np.testing.assert_allclose(g1, g2, rtol=1e-12)
+    np.testing.assert_allclose(x1, x2, rtol=1e-12)
+
+
+def test_hook_returning_wrong_number_of_grads_raises():
+    lin = nn.Linear(3, 2)
+    lin.register_full_backward_hook(lambda m, gi, go: (gi[0], gi[0]))
+    with pytest.raises(RuntimeError, match="invalid number of grad_input, got 2, but expected 1"):
+        lin(tk.randn(1, 3, requires_grad=True)).sum().backward()
+    lin = nn.Linear(3, 2)
+    lin.register_full_backward_pre_hook(lambda m, go: ())
+    with pytest.raises(RuntimeError, match="invalid number of grad_output, got 0, but expected 1"):
+        lin(tk.randn(1, 3, requires_grad=True)).sum().backward()
+
+
+def test_global_backward_hooks_run_first_for_every_module():
+    from tensorkit.nn.modules import module as M
+    order = []
+    seq = nn.Sequential(nn.Linear(3, 3), nn.Tanh())
+    seq[0].register_full_backward_hook(lambda m, gi, go: order.append(("own", type(m).__name__)))
+    h = M.register_module_full_backward_hook(lambda m, gi, go: order.append(("global", type(m).__name__)))
+    hp = M.register_module_full_backward_pre_hook(lambda m, go: order.append(("pre", type(m).__name__)))
+    try:
+        seq(tk.randn(2, 3, requires_grad=True)).sum().backward()
+    finally:
+        h.remove(); hp.remove()
+    assert order == [("pre", "Sequential"), ("pre", "Tanh"), ("global", "Tanh"), ("pre", "Linear"),
+                     ("global", "Linear"), ("own", "Linear"), ("global", "Sequential")]
+    order.clear()
+    seq(tk.randn(2, 3, requires_grad=True)).sum().backward()
+    assert order == [("own", "Linear")]
+
+
+def test_deprecated_register_backward_hook_runs_as_full_hook():
+    lin, seen = nn.Linear(3, 2), []
+    with pytest.warns(DeprecationWarning, match="register_full_backward_hook"):
+        lin.register_backward_hook(lambda m, gi, go: seen.append([tuple(g.shape) for g in gi]))
+    lin(tk.randn(4, 3, requires_grad=True)).sum().backward()
+    assert seen == [[(4, 3)]]          # the module's input (PyTorch's old hook: addmm's bias, input, weight.T)
+
+
+def test_backward_hooks_on_emulated_cuda_match_cpu():
+    results, base = [], nn.Linear(3, 2)
+    for dev in ("cpu", "cuda"):
+        lin, seen = copy.deepcopy(base).to(dev), []
+        lin.register_full_backward_pre_hook(lambda m, go: (go[0] * 2,))
+        lin.register_full_backward_hook(lambda m, gi, go: seen.append((gi[0].device.type, _np(gi[0]), _np(go[0]))))
+        x = tk.tensor(_X, dtype=tk.float32, device=dev, requires_grad=True)
+        (lin(x) ** 2).sum().backward()
+        results.append((seen, _np(x.grad), _np(lin.weight.grad)))
+    (s_cpu, x_cpu, w_cpu), (s_cuda, x_cuda, w_cuda) = results
+    assert s_cpu[0][0] == "cpu" and s_cuda[0][0] == "cuda" and len(s_cuda) == 1
+    for a, b in [(s_cpu[0][1], s_cuda[0][1]), (s_cpu[0][2], s_cuda[0][2]), (x_cpu, x_cuda), (w_cpu, w_cuda)]:
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -156,16 +156,19 @@ acts, grads = {}, {}
 
 def watch_relu(module, inputs, out):
     acts["relu"] = out.detach()
-    # tensorkit has no module backward hooks (register_full_backward_hook raises and says so);
-    # a tensor hook on the module's output gets the same d(loss)/d(out).
-    if out.requires_grad:                 # not under no_grad (evaluation, below)
-        out.register_hook(lambda g: grads.__setitem__("relu", g.detach()))
+
+
+def watch_relu_grads(module, grad_input, grad_output):
+    # one call per backward: d(loss)/d(input) and d(loss)/d(output), one entry per input / output
+    grads["relu in"], grads["relu out"] = grad_input[0], grad_output[0]
 
 
 model[1].register_forward_hook(watch_relu)
+model[1].register_full_backward_hook(watch_relu_grads)    # returning a tuple would replace grad_input
 model(tk.randn(5, 4)).sum().backward()
-show("module hooks: register_forward_hook sees the ReLU output; a tensor hook registered on that "
-     "output sees the gradient reaching it (shapes)", f"{tuple(acts['relu'].shape)}, {tuple(grads['relu'].shape)}")
+show("module hooks: register_forward_hook sees the ReLU output, register_full_backward_hook the gradients "
+     "at its output and input (shapes)", f"{tuple(acts['relu'].shape)}, {tuple(grads['relu out'].shape)}")
+assert close(grads["relu in"], grads["relu out"] * (acts["relu"] > 0).float())   # ReLU passes the active units
 show("fraction of ReLU units active in this batch", (acts["relu"] > 0).float().mean().item())
 
 # ---------------------------------------------------------------------------------------------

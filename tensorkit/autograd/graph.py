@@ -45,6 +45,7 @@ class Node:
 
     __slots__ = ("next_functions", "_inmeta", "_pre_hooks", "_version", "_trace", "__weakref__")
     _multi_output = False          # outputs have gradients of their own (Function, multi_output VJPs): tensors store their number
+    _inplace_error = None          # a message: this node's outputs refuse in-place writes (nn.Module backward hooks)
 
     def name(self) -> str:
         return type(self).__name__
@@ -376,6 +377,9 @@ def before_write(op: str, dest: Tensor, inputs: tuple) -> None:
     _pending.original = None
     if not state.enabled:
         return
+    for t in (dest, dest._base):
+        if t is not None and t.grad_fn is not None and t.grad_fn._inplace_error:
+            raise RuntimeError(f"{op}: {t.grad_fn._inplace_error}")
     if dest._requires_grad and dest.grad_fn is None:
         raise RuntimeError(f"a leaf Variable that requires grad is being used in an in-place operation ({op}); "
                            f"do it under tk.no_grad(), or on a clone")

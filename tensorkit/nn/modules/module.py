@@ -9,12 +9,14 @@ sibling modules, their math in ``nn/functional.py``.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections import OrderedDict
 from typing import Callable, Iterator
 
 from ... import dtypes as D
 from ..._tensor import Tensor
-from ...autograd.grad_mode import no_grad
+from ...autograd.function import Function
+from ...autograd.grad_mode import no_grad, state
 from ...device import device as Device
 from ...ops.creation import to_args
 from ..parameter import Buffer, Parameter
@@ -102,13 +104,16 @@ class Module:
         d["_forward_hooks"] = OrderedDict()
         d["_forward_hooks_with_kwargs"] = {}
         d["_forward_hooks_always_called"] = {}
+        d["_backward_pre_hooks"] = OrderedDict()
+        d["_backward_hooks"] = OrderedDict()
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     # ---- calling, with hooks ----------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        if not (self._forward_pre_hooks or self._forward_hooks or _global_hooks_active()):
+        if not (self._forward_pre_hooks or self._forward_hooks or self._backward_hooks or self._backward_pre_hooks
+                or _global_hooks_active()):
             return self.forward(*args, **kwargs)
         return self._call_with_hooks(args, kwargs)
 
@@ -126,6 +131,13 @@ class Module:
                 r = hook(self, args)
                 if r is not None:
                     args = r if isinstance(r, tuple) else (r,)
+        bw = None
+        if self._backward_hooks or self._backward_pre_hooks or _global_backward_hooks or _global_backward_pre_hooks:
+            # the hook lists are taken now, as PyTorch does: removing a handle after this forward
+            # does not stop it firing in this forward's backward
+            bw = _BackwardHook(self, [*_global_backward_hooks.values(), *self._backward_hooks.values()],
+                               [*_global_backward_pre_hooks.values(), *self._backward_pre_hooks.values()])
+            args = bw.wrap_inputs(args)
         try:
             result = self.forward(*args, **kwargs)
         except Exception:
@@ -145,6 +157,8 @@ class Module:
                 r = hook(self, args, result)
             if r is not None:
                 result = r
+        if bw is not None:
+            result = bw.wrap_outputs(result)
         return result
 
     def register_forward_pre_hook(self, hook: Callable, *, prepend: bool = False,
@@ -176,11 +190,61 @@ class Module:
             self._forward_hooks.move_to_end(handle.id, last=False)
         return handle
 
-    def register_full_backward_hook(self, hook: Callable, prepend: bool = False):
-        raise NotImplementedError("Module backward hooks are not supported; register a hook on the output tensor "
-                                  "instead (out.register_hook(fn) gets d(loss)/d(out)), or on the parameters")
+    def register_full_backward_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """``hook(module, grad_output)`` runs when the gradients of the module's outputs are
+        known, before those of its inputs are computed; returning a tuple (one entry per
+        output) replaces ``grad_output``. ``grad_output`` has one entry per output (a Tensor
+        output is a 1-tuple); None for non-Tensor outputs and outputs that got no gradient.
+        Global pre-hooks (``register_module_full_backward_pre_hook``) run first.
 
-    register_backward_hook = register_full_backward_pre_hook = register_full_backward_hook
+        Example::
+
+            >>> h = lin.register_full_backward_pre_hook(lambda m, go: (go[0].clamp(-1, 1),))
+        """
+        handle = RemovableHandle(self._backward_pre_hooks)
+        self._backward_pre_hooks[handle.id] = hook
+        if prepend:
+            self._backward_pre_hooks.move_to_end(handle.id, last=False)
+        return handle
+
+    def register_full_backward_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """``hook(module, grad_input, grad_output)`` runs once per backward, when the gradients
+        of the module's inputs are computed; returning a tuple replaces ``grad_input``.
+
+        ``grad_input`` has one entry per positional argument (keyword arguments are ignored):
+        None for non-Tensors; a Tensor input that does not require grad gets zeros (as
+        PyTorch). ``grad_output`` has one entry per output, None where there is no gradient.
+        If no input requires grad (a first layer), the hook runs when the outputs' gradients
+        are known, with ``grad_input`` all None, and warns (as PyTorch); it fires not at all
+        when no output requires grad, or when the forward ran under ``no_grad``. Global hooks
+        (``register_module_full_backward_hook``) run first.
+
+        As in PyTorch, ``forward`` then sees aliases of its Tensor arguments and the caller gets
+        aliases of the outputs (their ``grad_fn`` is ``BackwardHookFunctionBackward``); writing
+        into either in place raises (clone first, or use ``inplace=False``). A module without
+        backward hooks pays nothing: nothing is wrapped.
+
+        Example::
+
+            >>> seen = []
+            >>> h = lin.register_full_backward_hook(lambda m, gi, go: seen.append(go[0].shape))
+            >>> lin(x).sum().backward(); h.remove()
+        """
+        handle = RemovableHandle(self._backward_hooks)
+        self._backward_hooks[handle.id] = hook
+        if prepend:
+            self._backward_hooks.move_to_end(handle.id, last=False)
+        return handle
+
+    def register_backward_hook(self, hook: Callable) -> RemovableHandle:
+        """Deprecated: use ``register_full_backward_hook``. PyTorch's old hook sees the
+        gradients of whichever autograd node made the output last (for ``Linear``: bias,
+        input, weight.T), a known trap; tensorkit runs it as a full backward hook, with the
+        documented ``(module, grad_input, grad_output)``, and warns."""
+        warnings.warn("register_backward_hook is deprecated; tensorkit runs it as register_full_backward_hook "
+                      "(grad_input: the gradients of the module's inputs). Use register_full_backward_hook.",
+                      DeprecationWarning, stacklevel=2)
+        return self.register_full_backward_hook(hook)
 
     # ---- registration -----------------------------------------------------------------------------------
     def _check_name(self, name, kind: str) -> None:
@@ -614,6 +678,8 @@ class Module:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_backward_pre_hooks", OrderedDict())     # pickled before backward hooks existed
+        self.__dict__.setdefault("_backward_hooks", OrderedDict())
 
     def share_memory(self) -> "Module":
         return self
@@ -625,13 +691,130 @@ def _set_data(p: Tensor, new: Tensor) -> None:
     p._contig = p._array = None
 
 
-# global forward hooks (nn.modules.module.register_module_forward_hook in PyTorch)
+# ---- backward hooks -------------------------------------------------------------------------------------
+class BackwardHookFunction(Function):
+    """Identity on a module call's Tensor inputs (or outputs): its node is where the module's
+    backward hooks run, with all the gradients of those tensors at once (PyTorch's
+    ``nn.modules._functions.BackwardHookFunction``)."""
+
+    @staticmethod
+    def forward(ctx, hook: "_BackwardHook", outputs: bool, *tensors):
+        ctx.hook, ctx.outputs = hook, outputs
+        ctx.mark_non_differentiable(*[t for t in tensors if not t._requires_grad])
+        if outputs:
+            ctx.set_materialize_grads(False)    # an output that got no gradient: None in grad_output (PyTorch)
+        return tensors
+
+    @staticmethod
+    def backward(ctx, *grads):
+        h = ctx.hook
+        return (None, None) + (h.grad_outputs_ready(grads) if ctx.outputs else h.grad_inputs_ready(grads))
+
+
+# the aliases' history would go around the hooks, so they refuse in-place writes (as PyTorch)
+BackwardHookFunction._node_class._inplace_error = (
+    "a module's input or output that its backward hooks watch (grad_fn BackwardHookFunctionBackward) is "
+    "being modified in place; clone it first (x = x.clone()), or use the layer's inplace=False")
+
+
+class _BackwardHook:
+    """The backward hooks of one module call (PyTorch's ``utils.hooks.BackwardHook``).
+
+    The Tensor inputs go through a ``BackwardHookFunction`` before ``forward`` and the Tensor
+    outputs through another after it. Backward reaches the outputs' node first: it runs the
+    pre-hooks and keeps ``grad_output``; then the inputs' node runs the hooks with both. A
+    gradient reaching the inputs' node without passing the outputs' (the second backward of
+    a double backward) passes through without calling them, as in PyTorch."""
+
+    def __init__(self, module: Module, hooks: list, pre_hooks: list):
+        self.module, self.hooks, self.pre_hooks = module, hooks, pre_hooks
+        self.n_inputs = self.n_outputs = 0
+        self.input_index = self.output_index = None     # positions of the wrapped tensors; None: none wrapped
+        self.grad_outputs = None
+
+    @staticmethod
+    def _wrap(values: tuple, outputs: bool, hook) -> tuple[tuple, list | None]:
+        index = [i for i, v in enumerate(values) if isinstance(v, Tensor)]
+        if not (state.enabled and any(values[i]._requires_grad for i in index)):
+            return values, None
+        new = list(values)
+        for i, t in zip(index, BackwardHookFunction.apply(hook, outputs, *[values[i] for i in index])):
+            new[i] = t
+        return tuple(new), index
+
+    def wrap_inputs(self, args: tuple) -> tuple:
+        self.n_inputs = len(args)
+        args, self.input_index = self._wrap(args, False, self)
+        return args
+
+    def wrap_outputs(self, result):
+        if isinstance(result, Tensor):
+            self.n_outputs = 1
+            (result,), self.output_index = self._wrap((result,), True, self)
+            return result
+        if not isinstance(result, tuple):
+            warnings.warn(f"For backward hooks to be called, module output should be a Tensor or a tuple of Tensors "
+                          f"but received {type(result)}", stacklevel=3)
+            return result
+        self.n_outputs = len(result)
+        result, self.output_index = self._wrap(result, True, self)
+        return result
+
+    @staticmethod
+    def _scatter(index: list, values, n: int) -> tuple:
+        full = [None] * n
+        for i, v in zip(index, values):
+            full[i] = v
+        return tuple(full)
+
+    def grad_outputs_ready(self, grads: tuple) -> tuple:
+        go = self._scatter(self.output_index, grads, self.n_outputs)
+        for hook in self.pre_hooks:
+            r = hook(self.module, go)
+            if r is not None:
+                if len(r) != len(go):
+                    raise RuntimeError(f"Backward pre hook returned an invalid number of grad_output, got {len(r)}, "
+                                       f"but expected {len(go)}")
+                go = tuple(r)
+        if self.input_index is None:        # no input requires grad: the hooks run now (PyTorch does, and warns)
+            if self.hooks:
+                warnings.warn("Full backward hook is firing when gradients are computed with respect to module "
+                              "outputs since no inputs require gradients.", stacklevel=2)
+            gi = (None,) * self.n_inputs
+            for hook in self.hooks:
+                r = hook(self.module, gi, go)
+                if r is not None and not all(g is None for g in r):
+                    raise RuntimeError("Backward hook for Modules where no input requires gradient should always "
+                                       "return None or None for all gradients.")
+        else:
+            self.grad_outputs = go
+        return tuple(go[i] for i in self.output_index)
+
+    def grad_inputs_ready(self, grads: tuple) -> tuple:
+        go, self.grad_outputs = self.grad_outputs, None
+        if go is None:
+            return grads
+        gi = self._scatter(self.input_index, grads, self.n_inputs)
+        for hook in self.hooks:
+            r = hook(self.module, gi, go)
+            if r is not None:
+                if len(r) != len(gi):
+                    raise RuntimeError(f"Backward hook returned an invalid number of grad_input, got {len(r)}, "
+                                       f"but expected {len(gi)}")
+                gi = tuple(r)
+        return tuple(gi[i] for i in self.input_index)
+
+
+# global hooks (nn.modules.module.register_module_forward_hook etc. in PyTorch): they run before the module's own
 _global_forward_pre_hooks: OrderedDict = OrderedDict()
 _global_forward_hooks: OrderedDict = OrderedDict()
+_global_backward_pre_hooks: OrderedDict = OrderedDict()
+_global_backward_hooks: OrderedDict = OrderedDict()
 
 
 def _global_hooks_active() -> bool:
-    return bool(_global_forward_pre_hooks or _global_forward_hooks)
+    return bool(_global_forward_pre_hooks or _global_forward_hooks or _global_backward_pre_hooks
+                or _global_backward_hooks)
 
 
 def register_module_forward_pre_hook(hook: Callable) -> RemovableHandle:
@@ -646,3 +829,25 @@ def register_module_forward_hook(hook: Callable) -> RemovableHandle:
     handle = RemovableHandle(_global_forward_hooks)
     _global_forward_hooks[handle.id] = hook
     return handle
+
+
+def register_module_full_backward_pre_hook(hook: Callable) -> RemovableHandle:
+    """``hook(module, grad_output)`` in every module's backward (see ``Module.register_full_backward_pre_hook``)."""
+    handle = RemovableHandle(_global_backward_pre_hooks)
+    _global_backward_pre_hooks[handle.id] = hook
+    return handle
+
+
+def register_module_full_backward_hook(hook: Callable) -> RemovableHandle:
+    """``hook(module, grad_input, grad_output)`` in every module's backward (see
+    ``Module.register_full_backward_hook``)."""
+    handle = RemovableHandle(_global_backward_hooks)
+    _global_backward_hooks[handle.id] = hook
+    return handle
+
+
+def register_module_backward_hook(hook: Callable) -> RemovableHandle:
+    """Deprecated: runs as ``register_module_full_backward_hook`` (see ``Module.register_backward_hook``)."""
+    warnings.warn("register_module_backward_hook is deprecated; tensorkit runs it as "
+                  "register_module_full_backward_hook. Use that.", DeprecationWarning, stacklevel=2)
+    return register_module_full_backward_hook(hook)
