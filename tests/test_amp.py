@@ -80,6 +80,34 @@ def test_float32_ops_cpu():
         assert x.prod(dtype=bf16).dtype is bf16
 
 
+def test_norms_keep_a_bfloat16_input_with_float32_weights_on_cpu():
+    """PyTorch's CPU autocast leaves layer_norm / rms_norm / group_norm unlisted: a bfloat16 input
+    with float32 weights goes to the native kernels as it is (bfloat16 out, float32 weight
+    gradients); a float32 input with bfloat16 weights is refused, as PyTorch's kernel refuses it."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x_np, w_np, b_np = (rng.standard_normal(s).astype(np.float32) for s in ((2, 4, 3), (3,), (3,)))
+    wg_np, bg_np = rng.standard_normal(4).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+
+    def run(lib, Fn, T):
+        x = T(x_np).to(lib.bfloat16)
+        ps = [T(a).requires_grad_() for a in (w_np, b_np, wg_np, bg_np)]
+        with lib.autocast("cpu"):
+            ys = [Fn.layer_norm(x, (3,), ps[0], ps[1]), Fn.rms_norm(x, (3,), ps[0], 1e-5),
+                  Fn.group_norm(x, 2, ps[2], ps[3])]
+        sum(y.float().square().sum() for y in ys).backward()
+        return ys + [p.grad for p in ps]
+
+    ours, theirs = run(tk, F, tk.tensor), run(torch, torch.nn.functional, torch.tensor)
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        assert a.dtype.name == str(b.dtype).replace("torch.", ""), (i, a.dtype, b.dtype)
+        np.testing.assert_allclose(a.detach().float().numpy(), b.detach().float().numpy(), rtol=3e-2, atol=3e-2,
+                                   err_msg=str(i))
+    with tk.autocast("cpu"), pytest.raises(RuntimeError, match=r"layer_norm: expected weight of dtype tk.float32 "
+                                                                r"\(the input's\), got tk.bfloat16"):
+        F.layer_norm(tk.tensor(x_np), (3,), tk.tensor(w_np).to(bf16))
+
+
 def test_promote_and_ineligible_tensors():
     with tk.autocast("cpu"):
         assert tk.dot(rnd(3, dtype=bf16), rnd(3)).dtype is fp32                  # PyTorch's CPU dot raises here

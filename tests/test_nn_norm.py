@@ -120,6 +120,136 @@ def test_layer_norm_double_backward_matches_torch():
                                 (rng.standard_normal((3, 4)), rng.standard_normal(4), rng.standard_normal(4)))
 
 
+# ---- 16-bit input, float32 parameters (PyTorch's mix: bf16 activations, fp32 norm parameters) ---------------------
+_MIXED = {"layer": ((3, 5), (5,)), "layer 2-D": ((2, 3, 4), (3, 4)), "rms": ((3, 5), (5,)),
+          "group": ((2, 4, 3), (4,))}
+
+
+def _mixed_norm(lib, kind, x, w, b):
+    F = lib.nn.functional
+    if kind == "rms":
+        return F.rms_norm(x, tuple(w.shape), w, 1e-5)
+    if kind == "group":
+        return F.group_norm(x, 2, w, b)
+    return F.layer_norm(x, tuple(w.shape), w, b)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("kind", list(_MIXED))
+def test_norms_half_input_with_float32_parameters(kind, dtype):
+    """A float16 / bfloat16 input with float32 weight and bias: output and input gradient in the
+    input's dtype, the parameters' gradients in float32; all match PyTorch's CPU kernels (which
+    compute in float32), and the emulated cuda device matches the CPU."""
+    rng = np.random.default_rng(0)
+    shape, pshape = _MIXED[kind]
+    x_np, g_np = ((rng.standard_normal(shape) * 2 + 1).astype(np.float32) for _ in range(2))
+    w_np, b_np = (rng.standard_normal(pshape).astype(np.float32) for _ in range(2))
+    names = ["output", "grad of input", "grad of weight"] + ([] if kind == "rms" else ["grad of bias"])
+    half = getattr(tk, dtype)
+
+    def run(lib, device=None):
+        on = {} if lib is torch else {"device": device}
+        x = lib.tensor(x_np, **on).to(getattr(lib, dtype)).requires_grad_()
+        w, b = (lib.tensor(a, **on).requires_grad_() for a in (w_np, b_np))
+        y = _mixed_norm(lib, kind, x, w, b)
+        y.backward(lib.tensor(g_np, **on).to(y.dtype))
+        return [y.detach(), x.grad, w.grad] + ([] if kind == "rms" else [b.grad])
+
+    theirs = run(torch)
+    tol = 3e-2 if dtype == "bfloat16" else 4e-3       # PyTorch rounds dweight / dbias to 16 bits on the way
+    ours = {device: run(tk, device) for device in DEVICES}
+    for device, got in ours.items():
+        assert [t.dtype for t in got] == [half, half] + [tk.float32] * (len(got) - 2), device
+        for name, o, t in zip(names, got, theirs):
+            assert_close(o.cpu().float(), t.float().numpy(), rtol=tol, atol=tol, msg=f"{device}: {name}")
+    near = 1e-2 if dtype == "bfloat16" else 1e-3        # an ulp of the 16-bit values the sums are over
+    for name, c, g in zip(names, ours["cpu"], ours["cuda"]):
+        assert_close(g.cpu().float(), c.float().numpy(), rtol=near, atol=near, msg=f"cuda vs cpu: {name}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_layer_norm_half_input_float32_bias_only(device):
+    """No weight, a float32 bias: the bias's gradient is the float32 sum of the (bfloat16)
+    output gradient over rows (PyTorch's CPU backward raises on this mix: numpy is the reference)."""
+    rng = np.random.default_rng(0)
+    x_np, g_np, b_np = rng.standard_normal((3, 5)), rng.standard_normal((3, 5)), rng.standard_normal(5)
+    x = tk.tensor(x_np, device=device).to(tk.bfloat16).requires_grad_()
+    b = tk.tensor(b_np, dtype=tk.float32, device=device, requires_grad=True)
+    y = tk.nn.functional.layer_norm(x, (5,), None, b)
+    g = tk.tensor(g_np, device=device).to(tk.bfloat16)
+    y.backward(g)
+    yt = torch.nn.functional.layer_norm(torch.tensor(x_np).bfloat16(), (5,), None, torch.tensor(b_np).float())
+    assert y.dtype is tk.bfloat16 and b.grad.dtype is tk.float32
+    assert_close(y.cpu().float(), yt.float().numpy(), rtol=1e-2, atol=1e-2, msg="output")
+    assert_close(b.grad.cpu(), g.cpu().double().numpy().sum(0), rtol=1e-6, atol=1e-6, msg="grad of bias")
+
+
+def test_layer_norm_module_in_float32_fed_bfloat16():
+    """An nn.LayerNorm left in float32 (the usual hand-written mixed precision) takes a bfloat16
+    input: bfloat16 out, float32 parameter gradients, as PyTorch's."""
+    torch.manual_seed(0)
+    theirs = torch.nn.LayerNorm(6)
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.copy_(torch.randn(p.shape))
+    ours = _load(tk.nn.LayerNorm(6), theirs, "cpu")
+    x_np = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+    yt = theirs(torch.tensor(x_np).bfloat16())
+    yt.float().square().sum().backward()
+    y = ours(tk.tensor(x_np).to(tk.bfloat16))
+    y.float().square().sum().backward()
+    assert y.dtype is tk.bfloat16 and ours.weight.grad.dtype is tk.float32 and ours.bias.grad.dtype is tk.float32
+    assert_close(y.float(), yt.detach().float().numpy(), rtol=1e-2, atol=1e-2, msg="output")
+    for name in ("weight", "bias"):
+        assert_close(getattr(ours, name).grad, getattr(theirs, name).grad.numpy(), rtol=3e-2, atol=3e-2, msg=name)
+
+
+def test_layer_norm_mixed_double_backward():
+    """create_graph=True with a bfloat16 input and float32 weight and bias: the composite
+    dweight / dbias and the backward's VJP compute in float32; second-order gradients vs
+    PyTorch's in float64 on the same (bfloat16) values."""
+    rng = np.random.default_rng(0)
+    x_np = torch.tensor(rng.standard_normal((3, 4))).bfloat16().double().numpy()
+    w_np, b_np = rng.standard_normal(4), rng.standard_normal(4)
+
+    def run(lib, x_dtype, p_dtype):
+        x = lib.tensor(x_np).to(x_dtype).requires_grad_()
+        w, b = (lib.tensor(a).to(p_dtype).requires_grad_() for a in (w_np, b_np))
+        y = lib.nn.functional.layer_norm(x, (4,), w, b)
+        grads = lib.autograd.grad((y.double() * y.detach().double().sin()).sum(), [x, w, b], create_graph=True)
+        sum(g.double().square().sum() for g in grads).backward()
+        return [x.grad, w.grad]
+
+    ours = run(tk, tk.bfloat16, tk.float32)
+    assert [t.dtype for t in ours] == [tk.bfloat16, tk.float32]
+    for name, o, t in zip(("input", "weight"), ours, run(torch, torch.float64, torch.float64)):
+        scale = float(t.abs().max())
+        assert_close(o.double(), t.numpy(), rtol=2e-2, atol=2e-2 * scale, msg=f"second-order gradient of {name}")
+
+
+def test_norm_parameter_dtype_errors():
+    """Parameters in the input's dtype or, for a 16-bit input, float32; anything else names both."""
+    F = tk.nn.functional
+    with pytest.raises(RuntimeError, match=r"layer_norm: expected weight of dtype tk.float32 \(the input's\), "
+                                           r"got tk.float64"):
+        F.layer_norm(tk.randn(2, 3), (3,), tk.ones(3, dtype=tk.float64))
+    with pytest.raises(RuntimeError, match=r"layer_norm: expected bias of dtype tk.float32 \(the input's\), "
+                                           r"got tk.bfloat16"):
+        F.layer_norm(tk.randn(2, 3), (3,), None, tk.ones(3, dtype=tk.bfloat16))
+    with pytest.raises(RuntimeError, match=r"rms_norm: expected weight of dtype tk.bfloat16 \(the input's\) or "
+                                           r"tk.float32, got tk.float16"):
+        F.rms_norm(tk.randn(2, 3).to(tk.bfloat16), (3,), tk.ones(3, dtype=tk.float16))
+    with pytest.raises(RuntimeError, match=r"group_norm: expected weight of dtype tk.float16 \(the input's\) or "
+                                           r"tk.float32, got tk.float64"):
+        F.group_norm(tk.randn(2, 4, 3, device="cuda").to(tk.float16), 2, tk.ones(4, dtype=tk.float64, device="cuda"))
+    with pytest.raises(RuntimeError, match=r"layer_norm: expected weight and bias of the same dtype, got tk.bfloat16 "
+                                           r"and tk.float32"):
+        F.layer_norm(tk.randn(2, 3).to(tk.bfloat16), (3,), tk.ones(3, dtype=tk.bfloat16), tk.zeros(3))
+    with pytest.raises(RuntimeError, match=r"group_norm: expected weight and bias of the same dtype, got tk.float32 "
+                                           r"and tk.float16"):
+        F.group_norm(tk.randn(2, 4).to(tk.float16), 2, tk.ones(4), tk.zeros(4, dtype=tk.float16))
+
+
 @pytest.mark.parametrize("cls,shape", [("BatchNorm1d", (6, 3)), ("BatchNorm1d", (4, 3, 2)), ("BatchNorm2d", (2, 3, 2, 2))])
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_batch_norm_train_then_eval_matches_torch(cls, shape, momentum):

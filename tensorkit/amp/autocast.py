@@ -9,16 +9,14 @@ policy PyTorch's autocast gives it:
   log_softmax, layer_norm, group_norm, the losses, ...;
 * ``"promote"`` -- the widest floating dtype among the inputs: dot, bilinear (atan2, also on
   PyTorch's list, promotes by itself);
-* ``"mixed"``   -- computed in the widest floating input dtype, returned in the input's dtype:
-  layer_norm / rms_norm / group_norm on the CPU, where PyTorch's kernels take a bfloat16 input
-  with float32 weights and return bfloat16 (tensorkit's kernels want one dtype);
 * ``"keep"``    -- not listed, but a composite over listed ops (mean calls sum, mv calls
   matmul): it runs in its inputs' dtypes, as the native op does in PyTorch.
 
 with the device types the policy applies to (PyTorch's CPU lists are shorter than its CUDA
-lists: on the CPU, softmax or sum of bfloat16 stays bfloat16). Pointwise primitives carry the
-policy as ``Pointwise.autocast``; everything else is wrapped by ``autocast_to``. On a device
-type the op is not listed for, it runs as ``"keep"`` (or as the op's ``otherwise`` policy).
+lists: on the CPU, softmax or sum of bfloat16 stays bfloat16, and so does layer_norm / rms_norm /
+group_norm of a bfloat16 input with float32 weights: their kernels take that mix, as PyTorch's do).
+Pointwise primitives carry the policy as ``Pointwise.autocast``; everything else is wrapped by
+``autocast_to``. On a device type the op is not listed for, it runs as ``"keep"``.
 
 Only floating tensors on the autocast device type are cast; integer, bool and float64 tensors
 and tensors on other devices are left alone, and so are calls with an explicit ``dtype=`` or
@@ -59,7 +57,7 @@ __all__ = ["autocast", "autocast_to", "custom_bwd", "custom_fwd", "is_autocast_e
 _DEVICE_TYPES = ("cuda", "cpu")
 _DEFAULT_DTYPE = {"cuda": D.float16, "cpu": D.bfloat16}
 _LOW = (D.float16, D.bfloat16)
-POLICIES = ("lower", "float32", "promote", "mixed", "keep")
+POLICIES = ("lower", "float32", "promote", "keep")
 
 # Enabled autocast regions, all threads together, in a list so ops can import it by name:
 # ``active[0]`` is the one test an op makes when autocast is off.
@@ -229,7 +227,7 @@ def _target(policy, args, dev, s, Tensor):
         return s.dtype[dev]
     if policy == "float32":
         return D.float32
-    widest = None                           # promote / mixed: the widest eligible floating dtype
+    widest = None                           # promote: the widest eligible floating dtype
     for a in args:
         for t in (a if isinstance(a, (list, tuple)) else (a,)):
             if isinstance(t, Tensor) and t.dtype in (D.float16, D.bfloat16, D.float32) \
@@ -253,13 +251,13 @@ def _cast_all(args, dtype, dev, s, Tensor):
 
 
 def _policy_for(spec, dev):
-    policy, devices, otherwise = spec
-    return policy if dev in devices else otherwise
+    policy, devices = spec
+    return policy if dev in devices else "keep"
 
 
 def cast_pointwise(spec, args) -> tuple:
     """The operands of a marked pointwise primitive under autocast (``args`` when nothing applies).
-    ``spec``: (policy, device types, "keep"); policy ``"rdiv"`` is float32 when the first operand is a
+    ``spec``: (policy, device types); policy ``"rdiv"`` is float32 when the first operand is a
     Python number (``2 / x``, ``reciprocal``), as PyTorch's ``__rtruediv__``."""
     s = _state
     if s.inside:
@@ -291,36 +289,30 @@ def _run(spec, fn, skip, args, kwargs):
     policy = _policy_for(spec, dev)
     explicit = any(kwargs.get(name) is not None or (i is not None and i < len(args) and args[i] is not None)
                    for name, i in skip)
-    back = None
     if policy != "keep" and not explicit:      # dtype= or out= given: run as asked (PyTorch)
         dtype = _target(policy, list(args) + list(kwargs.values()), dev, s, Tensor)
         if dtype is not None:
-            if policy == "mixed" and isinstance(args[0], Tensor) and args[0].dtype is not dtype:
-                back = args[0].dtype
             args = _cast_all(args, dtype, dev, s, Tensor)
             kwargs = dict(zip(kwargs, _cast_all(kwargs.values(), dtype, dev, s, Tensor)))
     s.inside = True
     try:
-        r = fn(*args, **kwargs)
+        return fn(*args, **kwargs)
     finally:
         s.inside = False
-    return r if back is None or not isinstance(r, Tensor) else r.to(back)
 
 
-def autocast_to(policy: str, devices: tuple = _DEVICE_TYPES, otherwise: str = "keep"):
+def autocast_to(policy: str, devices: tuple = _DEVICE_TYPES):
     """Mark an op for autocast: decorator for the op's one definition.
 
     ``policy``: ``"lower"`` (the autocast dtype), ``"float32"``, ``"promote"`` (the widest floating
-    input dtype), ``"mixed"`` (computed as promote, returned in the first input's dtype) or
-    ``"keep"`` (no cast, and the ops it calls are not cast either); ``devices``: the device
-    types the policy applies to; elsewhere ``otherwise`` applies. With autocast
-    off in every thread the wrapper costs one global test. A ``dtype`` or ``out`` argument that
-    is given turns the cast off for that call, as in PyTorch.
+    input dtype) or ``"keep"`` (no cast, and the ops it calls are not cast either); ``devices``:
+    the device types the policy applies to; elsewhere the op runs as ``"keep"``. With autocast off
+    in every thread the wrapper costs one global test. A ``dtype`` or ``out`` argument that is
+    given turns the cast off for that call, as in PyTorch.
     """
-    for p in (policy, otherwise):
-        if p not in POLICIES:
-            raise ValueError(f"autocast_to: policy must be one of {POLICIES}, got {p!r}")
-    spec = (policy, tuple(devices), otherwise)
+    if policy not in POLICIES:
+        raise ValueError(f"autocast_to: policy must be one of {POLICIES}, got {policy!r}")
+    spec = (policy, tuple(devices))
 
     def deco(fn):
         params = list(inspect.signature(fn).parameters.values())
@@ -341,7 +333,7 @@ def mark_pointwise(policy: str, devices: tuple, *ops) -> None:
     """Give pointwise primitives an autocast policy (``Pointwise.__call__`` reads ``op.autocast``
     only while some autocast region is enabled)."""
     for op in ops:
-        op.autocast = (policy, tuple(devices), "keep")
+        op.autocast = (policy, tuple(devices))
 
 
 # ---- custom autograd Functions ----------------------------------------------------------------------------

@@ -3,9 +3,10 @@ rms_norm forward / backward, cross_entropy forward / backward, batch_norm forwar
 (``[N, C, HW]``, a ``prange`` task per channel; the running statistics updated in place).
 
 Rows: inputs arrive contiguous and are viewed as ``[M, N]`` (``[M, C]`` logits). float16 and
-bfloat16 compute in float32 copies, rounded once on the way out. Each row is one task of a
-``prange``; the backward's dweight / dbias are summed per chunk of rows into a
-``[chunks, N]`` partial buffer, then over chunks (deterministic, no atomics).
+bfloat16 compute in float32 copies, rounded once on the way out; their weight and bias may be
+float32 already (PyTorch's mix), and then so are dweight / dbias, written as summed. Each row
+is one task of a ``prange``; the backward's dweight / dbias are summed per chunk of rows into
+a ``[chunks, N]`` partial buffer, then over chunks (deterministic, no atomics).
 
 Kernels here know nothing about autograd or argument checking beyond what only they can do
 (a class index out of range).

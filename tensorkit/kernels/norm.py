@@ -86,7 +86,7 @@ def norm_backward(g, x, w, mean, rstd, outs, params) -> None:
                pointer(dbp), m, n, per, options={"num_warps": warps}, RMS=params["rms"], HAS_W=has_w,
                SINGLE=single, BLOCK_N=block)
     sum_kernel = _dispatch.lookup("sum", "cuda", acc)
-    for out, part in zip(outs[1:], (dwp, dbp)):
+    for out, part in zip(outs[1:], (dwp, dbp)):       # the parameters' dtype: float32 ones get the sums as they are
         if out.dtype is acc:
             sum_kernel("sum", part, [out], (0,), {})
         else:

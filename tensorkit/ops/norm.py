@@ -53,7 +53,8 @@ def _kernel(op: str, x: Tensor):
 
 
 def _check_param(op: str, name: str, p, x: Tensor, shape, mixed: bool = False) -> None:
-    """``mixed``: float32 parameters are accepted with 16-bit inputs too (batch norm, as cuDNN)."""
+    """``mixed``: float32 parameters are accepted with 16-bit inputs too (the norms, as PyTorch's
+    ATen / cuDNN kernels: computed in float32, returned in the input's dtype)."""
     if p is None:
         return
     if not isinstance(p, Tensor):
@@ -65,6 +66,12 @@ def _check_param(op: str, name: str, p, x: Tensor, shape, mixed: bool = False) -
         raise RuntimeError(f"{op}: expected {name} of dtype {x.dtype} (the input's){also}, got {p.dtype}")
     if p.device != x.device:
         raise RuntimeError(f"{op}: expected {name} on {x.device} (the input's device), got {p.device}")
+
+
+def _check_affine(op: str, weight, bias) -> None:
+    """weight and bias of one dtype (as PyTorch's kernels want): both the input's, or both float32."""
+    if weight is not None and bias is not None and weight.dtype is not bias.dtype:
+        raise RuntimeError(f"{op}: expected weight and bias of the same dtype, got {weight.dtype} and {bias.dtype}")
 
 
 def _normalized_shape(op: str, x: Tensor, normalized_shape) -> tuple:
@@ -87,19 +94,22 @@ def _notify(op, inputs, outputs, params):
 
 
 # ---- layer_norm / rms_norm --------------------------------------------------------------------------
-@autocast_to("float32", ("cuda",), otherwise="mixed")
+@autocast_to("float32", ("cuda",))
 def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None,
                eps: float = 1e-5) -> Tensor:
     """``(x - mean) / sqrt(var + eps) * weight + bias`` over the last ``len(normalized_shape)``
-    dims (biased variance), one pass over memory forward and one backward.
+    dims (biased variance), one pass over memory forward and one backward. As PyTorch's, a
+    float16 / bfloat16 input may come with float32 ``weight`` / ``bias`` (computed in float32,
+    returned in the input's dtype; their gradients are float32).
 
     Example::
 
         >>> y = tk.layer_norm(tk.randn(8, 16), (16,))
     """
     ns = _normalized_shape("layer_norm", input, normalized_shape)
-    _check_param("layer_norm", "weight", weight, input, ns)
-    _check_param("layer_norm", "bias", bias, input, ns)
+    _check_param("layer_norm", "weight", weight, input, ns, mixed=True)
+    _check_param("layer_norm", "bias", bias, input, ns, mixed=True)
+    _check_affine("layer_norm", weight, bias)
     x, weight, bias = _contiguous(input), _contiguous(weight), _contiguous(bias)
     n = math.prod(ns)
     m = x.numel() // n if n else 0
@@ -112,12 +122,13 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bi
     return outs[0]
 
 
-@autocast_to("float32", ("cuda",), otherwise="mixed")
+@autocast_to("float32", ("cuda",))
 def rms_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, eps: float | None = None) -> Tensor:
     """``x / sqrt(mean(x**2) + eps) * weight`` over the last ``len(normalized_shape)`` dims;
-    ``eps`` defaults to the dtype's machine epsilon, as PyTorch's."""
+    ``eps`` defaults to the dtype's machine epsilon, as PyTorch's. A float16 / bfloat16 input may
+    come with a float32 ``weight``, as for ``layer_norm``."""
     ns = _normalized_shape("rms_norm", input, normalized_shape)
-    _check_param("rms_norm", "weight", weight, input, ns)
+    _check_param("rms_norm", "weight", weight, input, ns, mixed=True)
     if eps is None:
         eps = _MACHINE_EPS[input.dtype]
     x, weight = _contiguous(input), _contiguous(weight)
@@ -183,8 +194,9 @@ def _affine_norm_vjp(g, node, x, w, mean, rstd, has_b):
     if w is not None:
         if dx._requires_grad:       # a graph is being built: dweight / dbias differentiable too
             n = p["n"]
-            xh, _ = _stats(_rows(x, n), p["eps"], p["rms"])
-            g2 = _rows(g, n)
+            # float32 parameters of a 16-bit input: their gradients accumulate in float32
+            xh, _ = _stats(_rows(x, n).to(w.dtype), p["eps"], p["rms"])
+            g2 = _rows(g, n).to(w.dtype)
             dw = (g2 * xh).sum(0)
             db = g2.sum(0) if has_b else None
         else:
@@ -193,7 +205,7 @@ def _affine_norm_vjp(g, node, x, w, mean, rstd, has_b):
         dw = dw.reshape(w.shape)
         db = db.reshape(w.shape) if db is not None else None
     elif has_b:
-        db = _rows(g, p["n"]).sum(0)
+        db = _rows(g, p["n"]).sum(0, dtype=_acc(g.dtype))     # the engine casts it to the bias's dtype
         db = db.reshape(node.shapes[2])
     return (dx, dw, db)
 
@@ -208,7 +220,8 @@ def _norm_backward_vjp(u, node):
     n, rms = p["n"], p["rms"]
     g, x, w = node.inputs[0], node.inputs[1], node.inputs[2]
     shape = x.shape
-    x2, g2, u2 = _rows(x, n), _rows(g, n), _rows(u.contiguous() if not u.is_contiguous() else u, n)
+    acc = w.dtype if w is not None else x.dtype     # a float32 weight of a 16-bit input: all in float32
+    x2, g2, u2 = (_rows(t, n).to(acc) for t in (x, g, u.contiguous() if not u.is_contiguous() else u))
     w1 = w.reshape(n) if w is not None else None
     xh, r = _stats(x2, p["eps"], rms)
 
@@ -310,20 +323,23 @@ def _cross_entropy_backward_vjp(u, node):
 
 
 # ---- group_norm: a composite over the fused layer_norm -----------------------------------------------------
-@autocast_to("float32", ("cuda",), otherwise="mixed")
+@autocast_to("float32", ("cuda",))
 def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None,
                eps: float = 1e-5) -> Tensor:
     """Normalize ``[N, C, *]`` over groups of ``C // num_groups`` channels (and all spatial
     positions), then scale and shift per channel: the fused layer_norm over (sample, group) rows,
-    then the affine step."""
+    then the affine step. As PyTorch's, a float16 / bfloat16 input may come with float32
+    ``weight`` / ``bias``: the affine step then runs in float32 (so their gradients accumulate in
+    float32) and the result is rounded to the input's dtype."""
     if input.ndim < 2:
         raise RuntimeError(f"group_norm: expected an input of shape [N, C, *], got {list(input.shape)}")
     nb, ch = input.shape[0], input.shape[1]
     if num_groups <= 0 or ch % num_groups:
         raise RuntimeError(f"group_norm: expected the number of channels ({ch}) to be divisible by num_groups "
                            f"({num_groups}); input shape {list(input.shape)}")
-    _check_param("group_norm", "weight", weight, input, (ch,))
-    _check_param("group_norm", "bias", bias, input, (ch,))
+    _check_param("group_norm", "weight", weight, input, (ch,), mixed=True)
+    _check_param("group_norm", "bias", bias, input, (ch,), mixed=True)
+    _check_affine("group_norm", weight, bias)
     # each (sample, group) is one row of the fused layer_norm (no affine: it is per channel here)
     per_group = (ch // num_groups) * math.prod(input.shape[2:])
     x = input.reshape(nb, num_groups, per_group)
@@ -333,7 +349,7 @@ def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None, bia
         y = y * weight.reshape(pshape)
     if bias is not None:
         y = y + bias.reshape(pshape)
-    return y
+    return y.to(input.dtype)
 
 
 # ---- batch_norm --------------------------------------------------------------------------------------------

@@ -1012,11 +1012,18 @@ def _sample_layer_norm(rms):
         mk = lambda shape, layout=_C: make_tensor(shape, dtype, device, rng=rng, layout=layout)
         pos = lambda shape: make_tensor(shape, dtype, device, rng=rng, low=0.5, high=2.0)
         eps = {"eps": 1e-6} if rms else {}
+        f32 = lambda shape, low=None, high=None: make_tensor(shape, D.float32, device, rng=rng, low=low, high=high)
         yield SampleInput(mk((3, 4)), ((4,), pos((4,))) + (() if rms else (mk((4,)),)), eps, "weight and bias",
                           reduction_len=4)
+        if dtype in _HALF:          # float32 parameters, as PyTorch's kernels allow
+            yield SampleInput(mk((3, 4)), ((4,), f32((4,), 0.5, 2.0)) + (() if rms else (f32((4,)),)), eps,
+                              "float32 weight and bias", reduction_len=4)
         if dtype not in REPRESENTATIVE:
             return
         yield SampleInput(mk((2, 2, 3)), ((2, 3), pos((2, 3))), eps, "2-D normalized_shape", reduction_len=6)
+        if dtype in _HALF:
+            yield SampleInput(mk((2, 2, 3)), ((2, 3), f32((2, 3), 0.5, 2.0)), eps,
+                              "2-D normalized_shape, float32 weight", reduction_len=6)
         yield SampleInput(mk((2, 5)), ((5,),), eps, "no weight", reduction_len=5)
         yield SampleInput(mk((3, 4), "transposed"), ((4,), pos((4,))), eps, "transposed", reduction_len=4)
         yield SampleInput(mk((0, 4)), ((4,), pos((4,))), eps, "no rows", reduction_len=4)
@@ -1030,7 +1037,11 @@ def _errors_layer_norm(rms):
                  _err(lambda d: SampleInput(_f32((2, 4), d), ((4,), _f32((3,), d)), name="wrong weight"),
                       RuntimeError, rf"{op}: expected weight of shape \[4\], got \[3\]"),
                  _err(lambda d: SampleInput(_f32((2, 4), d), ((4,), _f32((4,), d, D.float64)), name="weight dtype"),
-                      RuntimeError, rf"{op}: expected weight of dtype tk.float32.*got tk.float64"))
+                      RuntimeError, rf"{op}: expected weight of dtype tk.float32.*got tk.float64"),
+                 _err(lambda d: SampleInput(_f32((2, 4), d, D.bfloat16), ((4,), _f32((4,), d, D.float16)),
+                                            name="half weight of another half"),
+                      RuntimeError, rf"{op}: expected weight of dtype tk.bfloat16 \(the input's\) or tk.float32, "
+                                    r"got tk.float16"))
 
 
 def _sample_cross_entropy(info, device, dtype, rng):
@@ -1106,6 +1117,10 @@ def _sample_group_batch_norm(batch):
             yield SampleInput(mk((3, 6)), (3,), name="no affine, no spatial dims", reduction_len=2)
             yield SampleInput(mk((2, 2, 3, 2), "transposed"), (1, pos((2,)), mk((2,))), name="4-D transposed",
                               reduction_len=12)
+        if dtype in _HALF:          # float32 weight and bias, as PyTorch's kernels allow
+            yield SampleInput(mk((2, 4, 3)), (2, make_tensor((4,), D.float32, device, rng=rng, low=0.5, high=2.0),
+                                              make_tensor((4,), D.float32, device, rng=rng)),
+                              name="2 groups, float32 weight and bias", reduction_len=6)
     return gen
 
 

@@ -23,7 +23,9 @@ lse = log Σ exp(x), W = Σ_c w[c] (C without weights)::
     dx   = g · ((1 - ε) w[t] + ε W / C) · exp(x - lse) - g · ((1 - ε) w[t] [c == t] + ε w[c] / C)
 
 A target outside [0, C) gives NaN (no device assert). Statistics accumulate in float32 for
-half inputs, in the input's dtype otherwise. Kernels here know nothing about autograd.
+half inputs, in the input's dtype otherwise; the norms' weight and bias are the input's dtype or,
+next to a half input, float32 (PyTorch's mix): loaded through ``_acc``, the math is the same.
+Kernels here know nothing about autograd.
 """
 import triton
 import triton.language as tl
@@ -44,9 +46,9 @@ def _acc(x):
 # ---- layer_norm / rms_norm ----------------------------------------------------------------------------------
 @triton.jit
 def norm_fwd_kernel(x_ptr,        # [M, N] contiguous input
-                    w_ptr,        # [N] weight (read if HAS_W)
-                    b_ptr,        # [N] bias (read if HAS_B)
-                    y_ptr,        # [M, N] output, contiguous
+                    w_ptr,        # [N] weight (read if HAS_W), the input's dtype or float32
+                    b_ptr,        # [N] bias (read if HAS_B), the input's dtype or float32
+                    y_ptr,        # [M, N] output, contiguous, the input's dtype
                     mean_ptr,     # [M] saved mean (written unless RMS), accumulator dtype
                     rstd_ptr,     # [M] saved 1 / sqrt(var + eps)
                     N, eps,
@@ -114,7 +116,7 @@ def _bwd_terms(g_row, x_row, w_ptr, off, cols, N, mean, rstd, HAS_W: tl.constexp
 @triton.jit
 def norm_bwd_kernel(g_ptr,        # [M, N] gradient of y, contiguous
                     x_ptr,        # [M, N] input
-                    w_ptr,        # [N] weight (read if HAS_W)
+                    w_ptr,        # [N] weight (read if HAS_W), the input's dtype or float32
                     mean_ptr,     # [M] saved mean (read unless RMS)
                     rstd_ptr,     # [M] saved rstd
                     dx_ptr,       # [M, N] gradient of x
