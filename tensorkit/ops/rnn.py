@@ -176,15 +176,11 @@ def lstm_cell(gates: Tensor, c: Tensor, hidden_gates: Tensor | None = None) -> t
 
         >>> h, c = tk.ops.rnn.lstm_cell(tk.randn(2, 8), tk.zeros(2, 2))
     """
-    n = _check("lstm_cell", gates, c, hidden_gates)
-    common, compute = _dtypes(*[t for t in (gates, c, hidden_gates) if t is not None])
+    _check("lstm_cell", gates, c, hidden_gates)
+    common, _ = _dtypes(*[t for t in (gates, c, hidden_gates) if t is not None])
     dev = c._storage.device
     h, c_new = new_tensor(c.shape, common, dev), new_tensor(c.shape, common, dev)
-    program = _forward_program(gates, hidden_gates, c.dtype, compute, common)
-    _run("lstm_cell", program, _chunks(gates, n) + (_chunks(hidden_gates, n) if hidden_gates is not None else [])
-         + [c], [h, c_new], common)
-    if _dispatch.observers:
-        _dispatch.notify("lstm_cell", (gates, c, hidden_gates), (h, c_new), {})
+    _lstm_cell_into(gates, c, hidden_gates, h, c_new)
     return h, c_new
 
 
@@ -194,44 +190,40 @@ def lstm_cell_backward(dh, dc, gates: Tensor, c: Tensor, hidden_gates: Tensor | 
     ``dc`` of c' (either may be None: no gradient), recomputing the activations from ``gates``
     (plus ``hidden_gates``) and ``c``. One kernel launch, writing the four chunks of ``dgates``
     and ``dc``; ``dgates`` is hidden_gates' gradient too."""
-    n = _check("lstm_cell_backward", gates, c, hidden_gates)
-    dh, dc = (0.0 if dh is None else dh), (0.0 if dc is None else dc)
-    common, compute = _dtypes(*[t for t in (dh, dc, gates, c, hidden_gates) if isinstance(t, Tensor)])
-    dev = c._storage.device
-    dgates, dc_prev = new_tensor(gates.shape, common, dev), new_tensor(c.shape, common, dev)
-    program = _backward_program(dh, dc, gates, hidden_gates, c.dtype, compute, common)
-    _run("lstm_cell_backward", program, [dh, dc] + _chunks(gates, n)
-         + (_chunks(hidden_gates, n) if hidden_gates is not None else []) + [c], _chunks(dgates, n) + [dc_prev], common)
-    if _dispatch.observers:
-        _dispatch.notify("lstm_cell_backward", (dh, dc, gates, c, hidden_gates), (dgates, dc_prev), {})
-    return dgates, dc_prev
+    _check("lstm_cell_backward", gates, c, hidden_gates)
+    common, _ = _dtypes(*[t for t in (dh, dc, gates, c, hidden_gates) if isinstance(t, Tensor)])
+    dgates = new_tensor(gates.shape, common, c._storage.device)
+    return dgates, _lstm_cell_backward_into([] if dh is None else [dh], dc, gates, c, hidden_gates, dgates)
 
 
-def _lstm_cell_into(gates: Tensor, c: Tensor, hidden_gates: Tensor, h_out: Tensor, c_out: Tensor) -> None:
-    """``lstm_cell`` writing h' and c' into the given tensors (e.g. a step's row of a sequence's
-    output): for a whole-sequence op whose own backward is hand-written, so not recorded (the
-    observers hear of it as an ``lstm_cell`` for counting; grad mode is off where it runs)."""
+def _lstm_cell_into(gates: Tensor, c: Tensor, hidden_gates, h_out: Tensor, c_out: Tensor) -> None:
+    """``lstm_cell`` writing h' and c' into the given tensors (``lstm_cell``'s fresh ones, or a
+    step's row of a sequence's output for a whole-sequence op with a hand-written backward, where
+    grad mode is off: the observers hear of it as an ``lstm_cell``)."""
     n = c.shape[-1]
-    common, compute = _dtypes(gates, c, hidden_gates)
+    common, compute = _dtypes(*[t for t in (gates, c, hidden_gates) if t is not None])
     program = _forward_program(gates, hidden_gates, c.dtype, compute, common)
-    _run("lstm_cell", program, _chunks(gates, n) + _chunks(hidden_gates, n) + [c], [h_out, c_out], common)
+    _run("lstm_cell", program, _chunks(gates, n) + (_chunks(hidden_gates, n) if hidden_gates is not None else [])
+         + [c], [h_out, c_out], common)
     if _dispatch.observers:
         _dispatch.notify("lstm_cell", (gates, c, hidden_gates), (h_out, c_out), {})
 
 
-def _lstm_cell_backward_into(grads: list, dc, gates: Tensor, c: Tensor, hidden_gates: Tensor,
+def _lstm_cell_backward_into(grads: list, dc, gates: Tensor, c: Tensor, hidden_gates,
                              dgates_out: Tensor) -> Tensor:
     """``lstm_cell_backward`` for the gradient ``sum(grads)`` of h' (summed in the kernel; none:
     zero) and ``dc`` of c' (or None), writing dgates into ``dgates_out``; returns dc (a new
-    tensor). Not recorded, as ``_lstm_cell_into``."""
+    tensor). Recorded as an ``lstm_cell_backward`` of ``grads[0]`` only: more than one gradient
+    only where grad mode is off, as in ``_lstm_cell_into``'s sequence op."""
     n = c.shape[-1]
     dh, dc = (grads[0] if grads else 0.0), (0.0 if dc is None else dc)
     common, compute = _dtypes(*[t for t in (*grads, dc, gates, c, hidden_gates) if isinstance(t, Tensor)])
     dc_prev = new_tensor(c.shape, common, c._storage.device)
     program = _backward_program(dh, dc, gates, hidden_gates, c.dtype, compute, common,
                                 tuple(g.dtype for g in grads[1:]))
-    _run("lstm_cell_backward", program, [dh, dc] + _chunks(gates, n) + _chunks(hidden_gates, n) + [c]
-         + list(grads[1:]), _chunks(dgates_out, n) + [dc_prev], common)
+    _run("lstm_cell_backward", program, [dh, dc] + _chunks(gates, n)
+         + (_chunks(hidden_gates, n) if hidden_gates is not None else []) + [c] + list(grads[1:]),
+         _chunks(dgates_out, n) + [dc_prev], common)
     if _dispatch.observers:
         _dispatch.notify("lstm_cell_backward", (dh, dc, gates, c, hidden_gates), (dgates_out, dc_prev), {})
     return dc_prev
@@ -359,29 +351,19 @@ def gru_cell(xw: Tensor, hw: Tensor, h: Tensor) -> Tensor:
 
         >>> h = tk.ops.rnn.gru_cell(tk.randn(2, 6), tk.randn(2, 6), tk.zeros(2, 2))
     """
-    n = _check_gru("gru_cell", xw, hw, h)
-    common, compute = _dtypes(xw, hw, h)
-    out = new_tensor(h.shape, common, h._storage.device)
-    program = _gru_forward_program(xw.dtype, hw.dtype, h.dtype, compute, common)
-    _run("gru_cell", program, _chunks(xw, n, 3) + _chunks(hw, n, 3) + [h], [out], common)
-    if _dispatch.observers:
-        _dispatch.notify("gru_cell", (xw, hw, h), (out,), {})
+    _check_gru("gru_cell", xw, hw, h)
+    out = new_tensor(h.shape, _dtypes(xw, hw, h)[0], h._storage.device)
+    _gru_cell_into(xw, hw, None, h, out)
     return out
 
 
 def gru_cell_backward(g: Tensor, xw: Tensor, hw: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The fused backward of ``gru_cell``: ``(dxw, dhw, dh)`` from the gradient ``g`` of h',
     recomputing the activations. One kernel launch, writing the chunks of dxw and dhw, and dh."""
-    n = _check_gru("gru_cell_backward", xw, hw, h)
-    common, compute = _dtypes(g, xw, hw, h)
-    dev = h._storage.device
-    dxw, dhw, dh = new_tensor(xw.shape, common, dev), new_tensor(hw.shape, common, dev), new_tensor(h.shape, common, dev)
-    program = _gru_backward_program(g.dtype, xw.dtype, hw.dtype, h.dtype, compute, common)
-    _run("gru_cell_backward", program, [g] + _chunks(xw, n, 3) + _chunks(hw, n, 3) + [h],
-         _chunks(dxw, n, 3) + _chunks(dhw, n, 3) + [dh], common)
-    if _dispatch.observers:
-        _dispatch.notify("gru_cell_backward", (g, xw, hw, h), (dxw, dhw, dh), {})
-    return dxw, dhw, dh
+    _check_gru("gru_cell_backward", xw, hw, h)
+    common, dev = _dtypes(g, xw, hw, h)[0], h._storage.device
+    dxw, dhw = new_tensor(xw.shape, common, dev), new_tensor(hw.shape, common, dev)
+    return dxw, dhw, _gru_cell_backward_into([g], xw, hw, None, h, dxw, dhw)
 
 
 def _bias_chunks(bias: Tensor, like: Tensor, n: int) -> list:
@@ -393,8 +375,9 @@ def _bias_chunks(bias: Tensor, like: Tensor, n: int) -> list:
 
 
 def _gru_cell_into(xw: Tensor, hw: Tensor, bias, h: Tensor, out: Tensor) -> None:
-    """``gru_cell(xw, hw + bias, h)`` writing h' into ``out`` (a step's row of a sequence's
-    output), b_hh (``bias``, [3H] or None) added in the kernel. Not recorded, as ``_lstm_cell_into``."""
+    """``gru_cell(xw, hw + bias, h)`` writing h' into ``out`` (``gru_cell``'s fresh one, or a
+    step's row of a sequence's output), b_hh (``bias``, [3H] or None) added in the kernel; the
+    observers hear of it as a ``gru_cell`` (a bias only where grad mode is off)."""
     n = h.shape[-1]
     common, compute = _dtypes(*[t for t in (xw, hw, h, bias) if t is not None])
     program = _gru_forward_program(xw.dtype, hw.dtype, h.dtype, compute, common,
@@ -410,7 +393,7 @@ def _gru_cell_backward_into(grads: list, xw: Tensor, hw: Tensor, bias, h: Tensor
     """``gru_cell_backward`` of ``_gru_cell_into`` for the gradient ``sum(grads)`` of h' (summed
     in the kernel: the output's, the next step's through h'W_hhᵀ and through z h), writing dxw and
     dhw (also b_hh's per-row gradient) into the given tensors; returns dh (the part through z h).
-    Not recorded."""
+    Recorded as a ``gru_cell_backward`` of ``grads[0]``, as ``_lstm_cell_backward_into``."""
     n = h.shape[-1]
     tensors = [t for t in [*grads, xw, hw, h, bias] if t is not None]
     common, compute = _dtypes(*tensors)

@@ -47,23 +47,15 @@ def _hidden(h, w_hh_t, b_hh):
     return y + b_hh if b_hh is not None else y
 
 
-# one step of each cell: ``xw`` is the input's projection (x W_ih^T + b_ih), h (and c) the state,
-# ``w_hh_t`` is W_hh^T (transposed once per sequence, not per step); ``b_hh`` is None where the
-# caller folded it into ``xw`` (it adds to the gates directly in RNN and LSTM, not in GRU)
-def _rnn_step(xw, h, c, w_hh_t, b_hh, relu: bool):
-    pre = xw + _hidden(h, w_hh_t, b_hh)
-    return (TF.relu(pre) if relu else pre.tanh()), None
-
-
-def _lstm_step(xw, h, c, w_hh_t, b_hh, relu=False):
-    return lstm_cell(xw, c, _hidden(h, w_hh_t, b_hh))        # the two projections added in the kernel
-
-
-def _gru_step(xw, h, c, w_hh_t, b_hh, relu=False):
-    return gru_cell(xw, _hidden(h, w_hh_t, b_hh), h), None       # (1 - z) n + z h, one fused launch
-
-
-_STEPS = {"RNN_TANH": _rnn_step, "RNN_RELU": _rnn_step, "LSTM": _lstm_step, "GRU": _gru_step}
+def _cell(mode: str, xw: Tensor, hw: Tensor, h: Tensor, c):
+    """One recorded step from the input's projection ``xw`` (x W_ihᵀ + b_ih) and the hidden
+    state's ``hw`` (h W_hhᵀ, + b_hh unless folded into ``xw``): ``(h', c')``, c' None unless LSTM."""
+    if mode == "LSTM":
+        return lstm_cell(xw, c, hw)                 # the two projections added in the kernel
+    if mode == "GRU":
+        return gru_cell(xw, hw, h), None            # (1 - z) n + z h, one fused launch
+    pre = xw + hw
+    return (TF.relu(pre) if mode == "RNN_RELU" else pre.tanh()), None
 
 
 def _row(t: Tensor, i: int) -> Tensor:
@@ -191,14 +183,9 @@ def _sequence_recorded(mode, xw, w_hh, b_hh, h0, c0, reverse, dy, dh_n, dc_n):
     h, c, steps = h0, c0, []
     for t in order:
         hw = _hidden(h, w_t, b_hh)
-        steps.append((h, c, hw))
-        if mode == "LSTM":
-            h, c = lstm_cell(xw[t], c, hw)
-        elif mode == "GRU":
-            h = gru_cell(xw[t], hw, h)
-        else:
-            h = TF.relu(xw[t] + hw) if mode == "RNN_RELU" else (xw[t] + hw).tanh()
-        steps[-1] += (h,)
+        h_new, c_new = _cell(mode, xw[t], hw, h, c)
+        steps.append((h, c, hw, h_new))
+        h, c = h_new, c_new
     dh, dc, dxs, dhws, h_prevs = dh_n, dc_n, [None] * t_len, [None] * t_len, [None] * t_len
     for t, (h_prev, c_prev, hw, h) in zip(reversed(order), reversed(steps)):
         g = dh if dy is None else (dy[t] if dh is None else dh + dy[t])
@@ -397,9 +384,9 @@ class _CellBase(Module):
 
     def forward(self, input, hx=None):
         x, hs, batched = self._prepare(input, hx)
-        step = _STEPS[self._mode]
-        h, c = step(_linear(x, self.weight_ih, self.bias_ih), hs[0], hs[1] if len(hs) > 1 else None,
-                    self.weight_hh.t(), self.bias_hh, self._mode == "RNN_RELU")
+        h0 = hs[0]
+        hw = _hidden(h0, self.weight_hh.t(), self.bias_hh)
+        h, c = _cell(self._mode, _linear(x, self.weight_ih, self.bias_ih), hw, h0, hs[1] if len(hs) > 1 else None)
         if not batched:
             h, c = h.squeeze(0), (c.squeeze(0) if c is not None else None)
         return (h, c) if self._mode == "LSTM" else h
