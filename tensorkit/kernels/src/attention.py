@@ -101,6 +101,19 @@ def attn_bwd_delta_kernel(o_ptr,       # [BH·L, D] forward output
 
 
 @triton.jit
+def _block(bh, rows, n, D, offs_d, d_ok):
+    """Element offsets and mask of rows ``rows`` of the [n, D] matrix ``bh`` of a [BH, n, D] tensor."""
+    return bh * n * D + rows[:, None] * D + offs_d[None, :], (rows[:, None] < n) & d_ok[None, :]
+
+
+@triton.jit
+def _row_stats(lse_ptr, delta_ptr, bh, rows, L):
+    """The logsumexp and delta of queries ``rows`` of matrix ``bh``."""
+    lse = tl.load(lse_ptr + bh * L + rows, mask=rows < L, other=0)
+    return lse, tl.load(delta_ptr + bh * L + rows, mask=rows < L, other=0)
+
+
+@triton.jit
 def attn_bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr,     # [BH, L|S, D] as in the forward; do like q
                          lse_ptr, delta_ptr,              # [BH, L] float32
                          dk_ptr, dv_ptr,                  # [BH, S, D] outputs
@@ -113,8 +126,7 @@ def attn_bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr,     # [BH, L|S, D] as in t
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
-    kv_mask = (offs_n[:, None] < S) & d_ok[None, :]
-    kv_off = bh * S * D + offs_n[:, None] * D + offs_d[None, :]
+    kv_off, kv_mask = _block(bh, offs_n, S, D, offs_d, d_ok)
     k = tl.load(k_ptr + kv_off, mask=kv_mask, other=0)
     v = tl.load(v_ptr + kv_off, mask=kv_mask, other=0)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
@@ -124,12 +136,10 @@ def attn_bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr,     # [BH, L|S, D] as in t
         lo = (pid_n * BLOCK_N) // BLOCK_M * BLOCK_M
     for start in range(lo, L, BLOCK_M):
         rows = start + offs_m
-        q_mask = (rows[:, None] < L) & d_ok[None, :]
-        q_off = bh * L * D + rows[:, None] * D + offs_d[None, :]
+        q_off, q_mask = _block(bh, rows, L, D, offs_d, d_ok)
         q = tl.load(q_ptr + q_off, mask=q_mask, other=0)
         do = tl.load(do_ptr + q_off, mask=q_mask, other=0)
-        lse = tl.load(lse_ptr + bh * L + rows, mask=rows < L, other=0)
-        delta = tl.load(delta_ptr + bh * L + rows, mask=rows < L, other=0)
+        lse, delta = _row_stats(lse_ptr, delta_ptr, bh, rows, L)
         st = _dot(k, tl.trans(q), IEEE, INTERPRETER_BF16) * scale              # [BLOCK_N, BLOCK_M] = sᵀ
         keep = (offs_n[:, None] < S) & (rows[None, :] < L)
         if CAUSAL:
@@ -155,20 +165,17 @@ def attn_bwd_dq_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr,
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
-    q_mask = (rows[:, None] < L) & d_ok[None, :]
-    q_off = bh * L * D + rows[:, None] * D + offs_d[None, :]
+    q_off, q_mask = _block(bh, rows, L, D, offs_d, d_ok)
     q = tl.load(q_ptr + q_off, mask=q_mask, other=0)
     do = tl.load(do_ptr + q_off, mask=q_mask, other=0)
-    lse = tl.load(lse_ptr + bh * L + rows, mask=rows < L, other=0)
-    delta = tl.load(delta_ptr + bh * L + rows, mask=rows < L, other=0)
+    lse, delta = _row_stats(lse_ptr, delta_ptr, bh, rows, L)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     hi = S
     if CAUSAL:
         hi = tl.minimum(S, (pid_m + 1) * BLOCK_M)
     for start in range(0, hi, BLOCK_N):
         cols = start + offs_n
-        kv_mask = (cols[:, None] < S) & d_ok[None, :]
-        kv_off = bh * S * D + cols[:, None] * D + offs_d[None, :]
+        kv_off, kv_mask = _block(bh, cols, S, D, offs_d, d_ok)
         k = tl.load(k_ptr + kv_off, mask=kv_mask, other=0)
         v = tl.load(v_ptr + kv_off, mask=kv_mask, other=0)
         s = _dot(q, tl.trans(k), IEEE, INTERPRETER_BF16) * scale
