@@ -287,16 +287,24 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
     return y.squeeze(0) if unbatched else y
 
 
+def _grad_geometry(op: str, x_shape, w_shape, grad_output: Tensor, stride, padding, dilation,
+                   groups) -> ConvGeometry:
+    """The checked geometry of ``torch.nn.grad``'s conv2d_weight / conv2d_input: the input's and
+    weight's shapes (one of them given as a size) and ``grad_output`` 4-D and consistent."""
+    if len(x_shape) != 4 or len(w_shape) != 4 or grad_output.ndim != 4:
+        raise RuntimeError(f"{op}: expected a 4-D input, weight and grad_output, got {list(x_shape)}, "
+                           f"{list(w_shape)} and {list(grad_output.shape)}")
+    geom = _geometry(op, x_shape, w_shape, stride, padding, dilation, groups)
+    _check_channels(x_shape, w_shape, geom.groups)
+    return geom
+
+
 def conv2d_weight(input: Tensor, weight_size, grad_output: Tensor, stride=1, padding=0, dilation=1,
                   groups: int = 1) -> Tensor:
     """The gradient of ``conv2d(input, w, ...)`` with respect to ``w`` (of ``weight_size``), given
     the gradient ``grad_output`` of its result (``torch.nn.grad.conv2d_weight``)."""
     _check_operands("conv2d_weight", input, grad_output)
-    if input.ndim != 4 or grad_output.ndim != 4 or len(weight_size) != 4:
-        raise RuntimeError(f"conv2d_weight: expected 4-D input and grad_output and a 4-D weight_size, got "
-                           f"{list(input.shape)}, {list(grad_output.shape)} and {list(weight_size)}")
-    geom = _geometry("conv2d_weight", input.shape, weight_size, stride, padding, dilation, groups)
-    _check_channels(input.shape, weight_size, geom.groups)
+    geom = _grad_geometry("conv2d_weight", input.shape, weight_size, grad_output, stride, padding, dilation, groups)
     return conv2d_weight_grad(input, grad_output, weight_size, geom)
 
 
@@ -305,9 +313,5 @@ def conv2d_input(input_size, weight: Tensor, grad_output: Tensor, stride=1, padd
     """The gradient of ``conv2d(x, weight, ...)`` with respect to ``x`` (of ``input_size``), given
     the gradient ``grad_output`` of its result (``torch.nn.grad.conv2d_input``)."""
     _check_operands("conv2d_input", grad_output, weight)
-    if grad_output.ndim != 4 or weight.ndim != 4 or len(input_size) != 4:
-        raise RuntimeError(f"conv2d_input: expected a 4-D input_size, weight and grad_output, got "
-                           f"{list(input_size)}, {list(weight.shape)} and {list(grad_output.shape)}")
-    geom = _geometry("conv2d_input", input_size, weight.shape, stride, padding, dilation, groups)
-    _check_channels(input_size, weight.shape, geom.groups)
+    geom = _grad_geometry("conv2d_input", input_size, weight.shape, grad_output, stride, padding, dilation, groups)
     return conv2d_input_grad(grad_output, weight, input_size, geom)
