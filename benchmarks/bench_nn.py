@@ -155,6 +155,7 @@ def _conv_row(env: _Env, name, dtype, what, tk_fn, torch_fn, rows, notes) -> Non
     status = "failed" if ratio is None else ("met" if ratio <= TARGET else "missed")
     rows.append([name, dtype, what, common.fmt_time(tk_s), common.fmt_time(torch_s), common.fmt_ratio(tk_s, torch_s),
                  f"<= {TARGET}", status])
+    common.log_row(rows[-1])
 
 
 def conv_section(env: _Env, shapes=CONV_SHAPES, dtypes=CONV_DTYPES, batch: int = BATCH) -> str:

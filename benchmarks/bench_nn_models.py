@@ -356,6 +356,7 @@ def _models_rows(tk, torch, models, device, budget, sync, rows, notes) -> None:
             continue
         rows.append([name, shape, common.fmt_time(t_tk), common.fmt_time(t_pt), common.fmt_ratio(t_tk, t_pt),
                      _mib(m_tk), _mib(m_pt), f"<= {TARGET}", "met" if t_tk / t_pt <= TARGET else "missed"])
+        common.log_row(rows[-1])
         del case
 
 

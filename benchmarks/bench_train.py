@@ -350,6 +350,7 @@ def _train_row(tk, torch, name, shape, builder, cfg, batch, in_shape, opt, amp, 
     rows.append([name, shape, opt, precision, common.fmt_time(t_tk), common.fmt_time(t_pt),
                  common.fmt_ratio(t_tk, t_pt), _mib(m_tk), _mib(m_pt), path, f"<= {STEP_TARGET}",
                  "met" if t_tk / t_pt <= STEP_TARGET else "missed"])
+    common.log_row(rows[-1])
     del case
 
 
@@ -440,6 +441,7 @@ def optimizer_section(tk, torch, quick: bool = False, sizes: list[int] | None = 
             continue
         rows.append([label, common.fmt_time(t_tk), common.fmt_time(t_pt), common.fmt_ratio(t_tk, t_pt), path,
                      f"<= {OPT_TARGET}", "met" if t_tk / t_pt <= OPT_TARGET else "missed"])
+        common.log_row(rows[-1])
         del case
     body = common.table(["optimizer", "tk ms/step", "torch ms/step", "tk/torch", "tk path", "target", "status"],
                         rows)

@@ -119,3 +119,8 @@ def header(title: str, versions: dict[str, str]) -> str:
 def log(msg: str) -> None:
     """Progress goes to stderr so stdout stays the table."""
     print(msg, file=sys.stderr, flush=True)
+
+
+def log_row(row: list) -> None:
+    """A finished table row to stderr as it is measured, so a run cut short keeps its figures."""
+    log("  row: | " + " | ".join(map(str, row)) + " |")
