@@ -14,9 +14,13 @@ same GPU, issue 5's target (time ratio <= 1.5, goal 1.0), with the peak GPU memo
 Each model is written once, as a function of ``lib`` (tensorkit or torch), so both libraries
 build the same architecture with the same state-dict keys; the torch model's weights are copied
 into the tensorkit one by key. Before timing, the loss and a few parameter gradients of one step
-are compared (float32, TF32 off on both sides; models with dropout are checked in eval mode,
-ResNet in train mode, i.e. BatchNorm with batch statistics). A model that fails the check (or
-raises) is reported under "Not timed" with the error, never timed.
+are compared (float32, TF32 off on both sides; train mode, i.e. BatchNorm with batch statistics,
+with every dropout rate set to 0). A gradient is judged against a float64 run of the same torch
+model (``reference_grads``): tensorkit's error must be within ``GRAD_TOL`` of the largest element,
+or at most ``GRAD_VS_TORCH`` times PyTorch's own float32 error (a deep stack of BatchNorms or
+softmaxes amplifies float32 rounding: ResNet-18's first conv gradient differs by ~0.5% between
+two correct float32 implementations). A model that fails the check (or raises) is reported under
+"Not timed" with the error, never timed.
 
 A step is forward, loss, ``loss.backward()`` and the gradients set to None (no optimizer), in
 train mode, float32 with TF32 off on both sides (exact float32 matmuls and convolutions);
@@ -28,6 +32,8 @@ activations and gradients), each library's own counter.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import time
 
@@ -46,7 +52,8 @@ TRANSFORMER = dict(d_model=512, nhead=8, dim_feedforward=2048, num_layers=6, dro
 BATCH = {"mnist": 64, "resnet": 128, "lstm": 20, "transformer": 32}
 SEQ = {"lstm": 35, "transformer": 256}
 LOSS_RTOL = 1e-4          # loss: float32 sums in different orders
-GRAD_TOL = 2e-3           # max |tk - torch| / max |torch| per gradient tensor
+GRAD_TOL = 2e-3           # max |tk - float64| / max |float64| per gradient tensor, or at most ...
+GRAD_VS_TORCH = 4.0       # ... this many times torch's float32 error against the same float64 reference
 
 
 # ---- the models: one definition for both libraries ----------------------------------------------------------
@@ -190,6 +197,50 @@ def _loss(lib, kind, model, x, y):
     return F.nll_loss(out, y) if kind == "mnist" else F.cross_entropy(out, y)
 
 
+@contextlib.contextmanager
+def no_dropout(*models):
+    """Every dropout rate of ``models`` (``Dropout`` modules, the ``dropout`` float of LSTM and
+    MultiheadAttention) set to 0 inside the block: train mode without random masks."""
+    saved = []
+    for model in models:
+        for m in model.modules():
+            attr = "p" if type(m).__name__ == "Dropout" else "dropout"
+            if isinstance(getattr(m, attr, None), float):
+                saved.append((m, attr, getattr(m, attr)))
+                setattr(m, attr, 0.0)
+    try:
+        yield
+    finally:
+        for m, attr, value in saved:
+            setattr(m, attr, value)
+
+
+def reference_grads(torch, model, loss_fn, *inputs) -> dict:
+    """{name: float64 numpy gradient} of ``loss_fn(model64, *inputs64)`` with a float64 copy of the
+    torch ``model`` (floating inputs cast to float64): the reference both float32 results are
+    judged against."""
+    ref = copy.deepcopy(model).double()
+    ref.zero_grad(set_to_none=True)
+    loss_fn(ref, *(t.double() if t.is_floating_point() else t for t in inputs)).backward()
+    return {k: p.grad.detach().cpu().numpy() for k, p in ref.named_parameters() if p.grad is not None}
+
+
+def check_grad(what: str, got: np.ndarray, want: np.ndarray, ref: np.ndarray, floor: float = 0.0) -> None:
+    """tensorkit's gradient ``got`` against the float64 ``ref``: within GRAD_TOL of max |ref| (at
+    least ``floor``), or at most GRAD_VS_TORCH times torch's (``want``) error. Raises AssertionError."""
+    got, want, ref = (np.asarray(a, np.float64) for a in (got, want, ref))
+    if got.shape != ref.shape:
+        raise AssertionError(f"{what}: shape {got.shape}, expected {ref.shape}")
+    if got.size == 0:
+        return
+    scale = max(float(np.max(np.abs(ref))), floor, 1e-30)
+    err_tk = float(np.max(np.abs(got - ref))) / scale
+    err_pt = float(np.max(np.abs(want - ref))) / scale
+    if err_tk > max(GRAD_TOL, GRAD_VS_TORCH * err_pt):
+        raise AssertionError(f"{what}: max error vs float64 {err_tk:.3g} of max |grad| (torch float32: "
+                             f"{err_pt:.3g}; tolerance {GRAD_TOL:g} or {GRAD_VS_TORCH:g}x torch's)")
+
+
 class Case:
     """One model built with both libraries from the same weights and data on ``device``."""
 
@@ -222,19 +273,17 @@ class Case:
         self.tk_model.zero_grad(set_to_none=True)
         self.pt_model.zero_grad(set_to_none=True)
 
-    def check(self, names=None, loss_rtol=None, grad_tol=None) -> list[str]:
+    def check(self, names=None, loss_rtol=None) -> list[str]:
         """Compare one step's loss and the gradients of ``names`` (default: the first, a middle
-        and the last parameter, and the largest); raise AssertionError on a mismatch. Models with
-        dropout in eval mode, ResNet in train mode (BatchNorm's batch statistics). Returns the
-        names checked."""
+        and the last parameter, and the largest) with ``check_grad``, in train mode without dropout;
+        raise AssertionError on a mismatch. Returns the names checked."""
         loss_rtol = LOSS_RTOL if loss_rtol is None else loss_rtol
-        grad_tol = GRAD_TOL if grad_tol is None else grad_tol
-        train = self.kind == "resnet"
-        self.tk_model.train(train)
-        self.pt_model.train(train)
         try:
-            self.zero()
-            tl, pl = self.tk_step(), self.pt_step()
+            with no_dropout(self.tk_model, self.pt_model):
+                self.zero()
+                tl, pl = self.tk_step(), self.pt_step()
+                ref = reference_grads(self.torch, self.pt_model, lambda m, x, y: _loss(self.torch, self.kind, m, x, y),
+                                      self.pt_x, self.pt_y)
             common.check_close(f"{self.kind} loss", tl.item(), pl.item(), rtol=loss_rtol, atol=1e-6)
             pt_params = dict(self.pt_model.named_parameters())
             tk_params = dict(self.tk_model.named_parameters())
@@ -249,19 +298,11 @@ class Case:
                 want, got = pt_params[name].grad, tk_params[name].grad
                 if got is None:
                     raise AssertionError(f"{self.kind} {name}: no tensorkit gradient")
-                want = want.detach().cpu().numpy().astype(np.float64)
-                got = got.detach().cpu().numpy().astype(np.float64)
-                if got.shape != want.shape:
-                    raise AssertionError(f"{self.kind} {name} grad: shape {got.shape}, expected {want.shape}")
-                err = float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-30))
-                if err > grad_tol:
-                    raise AssertionError(f"{self.kind} {name} grad: max error {err:.3g} of max |grad| "
-                                         f"(tolerance {grad_tol:g})")
+                check_grad(f"{self.kind} {name} grad", got.detach().cpu().numpy(), want.detach().cpu().numpy(),
+                           ref[name])
             return names
         finally:
             self.zero()
-            self.tk_model.train(True)
-            self.pt_model.train(True)
 
 
 def _tf32(tk, torch, on: bool) -> None:

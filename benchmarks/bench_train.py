@@ -33,8 +33,10 @@ Every row is checked against PyTorch before it is timed; a failed check (or an e
 "Not timed" note with the reason, never a time. Float32 training rows: both models get the same
 weights (copied by state-dict key) and data; two steps in train mode (BatchNorm with batch
 statistics) with dropout's rate set to 0 must give the same loss and every parameter gradient
-within ``GRAD_TOL`` of its largest element (at least ``GRAD_FLOOR`` of the model's largest: a
-bias followed by BatchNorm has a zero gradient made of rounding noise); each step's optimizer
+must pass ``bench_nn_models.check_grad`` against a float64 run of the torch model (within
+``GRAD_TOL`` of its largest element, or at most a few times torch's own float32 error; the
+scale at least ``GRAD_FLOOR`` of the model's largest gradient element: a bias followed by
+BatchNorm has a zero gradient made of rounding noise); each step's optimizer
 update is then taken from PyTorch's gradients (copied into tensorkit's) and the updated weights
 must agree within ``WEIGHT_TOL`` of the largest update plus a few float32 ulps. (Taking the
 update from the same gradients isolates the optimizer: Adam divides each gradient element by its
@@ -65,7 +67,7 @@ import common
 from bench_autograd import _time                      # CUDA-synchronised wall-clock medians
 from bench_gpu import _first_line, _gpu
 from bench_nn import versions                         # noqa: F401  (run.py's suite interface)
-from bench_nn_models import RESNET, _mib, _peak_mib, _tf32, resnet18
+from bench_nn_models import RESNET, _mib, _peak_mib, _tf32, check_grad, reference_grads, resnet18
 
 TITLE = "tensorkit training benchmarks (GPU)"
 STEP_TARGET = 1.5
@@ -73,8 +75,7 @@ OPT_TARGET = 1.0
 DIGITS = dict(c1=32, c2=64, hidden=128, size=8, dropout=0.25)
 OPTIMIZERS = {"SGD": dict(lr=0.01, momentum=0.9, weight_decay=5e-4), "Adam": dict(lr=1e-3)}
 LOSS_RTOL = 1e-4          # loss: float32 sums in different orders
-GRAD_TOL = 2e-3           # max |tk - torch| / max |torch| per gradient tensor (as bench_nn_models) ...
-GRAD_FLOOR = 1e-3         # ... where max |torch| is at least this much of the model's largest gradient element
+GRAD_FLOOR = 1e-3         # a gradient's error is measured against at least this much of the model's largest element
 WEIGHT_TOL = 1e-4         # updated weights: of the largest update of the tensor, plus ULPS float32 ulps
 ULPS = 4
 AMP_LOSS_RTOL = 3e-2      # bf16 autocast: each library rounds its own intermediates to 8 mantissa bits
@@ -134,16 +135,6 @@ def _check_weights(what: str, got, want, before) -> None:
         i = int(np.argmax(err - allowed))
         raise AssertionError(f"{what}: updated weight differs by {err.flat[i]:.3g} (largest update {update:.3g}, "
                              f"tolerance {WEIGHT_TOL:g} of it + {ULPS} ulps)")
-
-
-def _rel_check(what: str, got, want, tol: float, floor: float = 0.0) -> None:
-    """max |got - want| <= tol * max(max |want|, floor)."""
-    g, w = _np64(got), _np64(want)
-    if g.shape != w.shape:
-        raise AssertionError(f"{what}: shape {g.shape}, expected {w.shape}")
-    err = float(np.max(np.abs(g - w)) / max(float(np.max(np.abs(w))), floor, 1e-30)) if w.size else 0.0
-    if err > tol:
-        raise AssertionError(f"{what}: max error {err:.3g} of max |torch| (tolerance {tol:g})")
 
 
 @contextlib.contextmanager
@@ -257,14 +248,16 @@ class TrainCase:
             for k in range(CHECK_STEPS):
                 tl, pl = self.backward(tk), self.backward(torch)
                 common.check_close(f"step {k + 1} loss", tl.item(), pl.item(), rtol=LOSS_RTOL, atol=1e-6)
+                ref = reference_grads(torch, self.pt_model,
+                                      lambda m, x, y: torch.nn.functional.cross_entropy(m(x), y), self.pt_x, self.pt_y)
                 before = {}
                 # a bias followed by BatchNorm has a zero gradient, computed as rounding noise on both sides
-                floor = GRAD_FLOOR * max(float(p.grad.abs().max()) for p in pt_params.values())
+                floor = GRAD_FLOOR * max(float(np.max(np.abs(g))) for g in ref.values())
                 for name, p in pt_params.items():
                     q = tk_params[name]
                     if q.grad is None:
                         raise AssertionError(f"step {k + 1} {name}: no tensorkit gradient")
-                    _rel_check(f"step {k + 1} {name} grad", q.grad, p.grad, GRAD_TOL, floor)
+                    check_grad(f"step {k + 1} {name} grad", _np64(q.grad), _np64(p.grad), ref[name], floor)
                     with tk.no_grad():
                         q.grad.copy_(tk.tensor(p.grad.detach().cpu().numpy(), device=self.device))
                     before[name] = _np64(p)

@@ -63,7 +63,27 @@ def test_section_smoke_and_not_timed(monkeypatch):
     rows = [line for line in text.splitlines() if line.startswith("| mnist") or line.startswith("| lstm")]
     assert len(rows) == 2 and "Not timed" not in text, text
     monkeypatch.setattr(M, "GRAD_TOL", -1.0)                     # every gradient check fails
+    monkeypatch.setattr(M, "GRAD_VS_TORCH", -1.0)
     text = M.models_section(tk, torch, quick=True, models=models[:1], device="cpu")
     assert "Not timed" in text and "- mnist: AssertionError: mnist " in text and "failed" in text, text
     if not torch.cuda.is_available():
         assert M.run_sections(tk, torch, quick=True)[0][2] == "skipped: no GPU"
+
+
+def test_check_grad_judges_against_float64():
+    """A gradient passes within GRAD_TOL of the float64 reference, or within GRAD_VS_TORCH times
+    torch's own error; a 1% error where torch is exact fails and names both errors."""
+    ref = np.linspace(-1.0, 1.0, 101)
+    M.check_grad("g", ref * (1 + 1e-3), ref, ref)                              # within GRAD_TOL
+    M.check_grad("g", ref * (1 + 2e-2), ref * (1 + 1e-2), ref)                 # 2x torch's error
+    with pytest.raises(AssertionError, match=r"g: max error vs float64 0.01 .*torch float32: 0;"):
+        M.check_grad("g", ref * (1 + 1e-2), ref, ref)
+    with pytest.raises(AssertionError, match="shape"):
+        M.check_grad("g", ref[:3], ref, ref)
+
+
+def test_no_dropout_sets_every_rate_to_zero_and_restores_it():
+    model = M.lstm_lm(tk, ntoken=20, ninp=6, nhid=6, nlayers=2, dropout=0.5)
+    with M.no_dropout(model):
+        assert model.drop.p == 0.0 and model.rnn.dropout == 0.0
+    assert model.drop.p == 0.5 and model.rnn.dropout == 0.5

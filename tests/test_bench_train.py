@@ -48,7 +48,9 @@ def test_training_step_check_catches_a_wrong_update(change):
 
 
 def test_training_step_check_catches_a_wrong_gradient(monkeypatch):
-    monkeypatch.setattr(B, "GRAD_TOL", -1.0)
+    import bench_nn_models
+    monkeypatch.setattr(bench_nn_models, "GRAD_TOL", -1.0)
+    monkeypatch.setattr(bench_nn_models, "GRAD_VS_TORCH", -1.0)
     with pytest.raises(AssertionError, match="grad: max error"):
         _case("digits CNN", "Adam").check()
 

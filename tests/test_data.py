@@ -403,7 +403,9 @@ def test_worker_seeds_differ():
 def test_start_method_avoids_fork_after_gnu_openmp(monkeypatch):
     import numba
 
+    from tensorkit import cuda
     from tensorkit.utils.data import dataloader
+    monkeypatch.setattr(cuda, "_RT", None)        # as before CUDA starts (on a GPU it may have, in this worker)
     monkeypatch.setattr(numba, "threading_layer", lambda: "omp")     # a parallel kernel has run here
     assert dataloader._context(None).get_start_method() in ("forkserver", "spawn")
     monkeypatch.setattr(numba, "threading_layer", lambda: "workqueue")
