@@ -343,3 +343,22 @@ def test_fused_step_bumps_versions():
     assert w._version > before
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_fused_tables_follow_moved_gradients():
+    """The pointer table is reused while the addresses stay, rebuilt when a gradient moves; the chunk
+    table lists every BLOCK-element chunk of every parameter."""
+    from tensorkit.kernels import optim as K
+    chunks = K._chunk_table((3, 2 * K.BLOCK + 1, K.BLOCK), "cpu")
+    assert _np(chunks).tolist() == [[0, 0], [1, 0], [1, K.BLOCK], [1, 2 * K.BLOCK], [2, 0]]
+    w = tk.nn.Parameter(tk.zeros(1500, device="cuda"))
+    opt = tk.optim.SGD([w], lr=1.0)
+    grads = [tk.full((1500,), float(k), device="cuda") for k in (1, 2, 3)]
+    w.grad = grads[0]
+    opt.step()
+    table = K._TABLES[next(k for k in K._TABLES if k[1][0] == w.data_ptr())]
+    opt.step()                                   # same addresses: the same device table
+    assert K._TABLES[next(k for k in K._TABLES if k[1][0] == w.data_ptr())] is table
+    w.grad = grads[2]                            # a gradient at another address
+    opt.step()
+    np.testing.assert_array_equal(_np(w.cpu()), np.full(1500, -5.0, np.float32))
