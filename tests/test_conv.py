@@ -442,7 +442,7 @@ def load(name):
     spec.loader.exec_module(m)
     return m
 
-conv, pool, shape = load("conv"), load("pool"), load("shape")
+conv, matmul, pool, shape = load("conv"), load("matmul"), load("pool"), load("shape")
 
 def compile_(fn, ints, ptrs, constexprs, warps=4, stages=3):
     """Compile as a launch would specialise it: ints equal to 1 become constants, multiples of 16 say so."""
@@ -486,7 +486,7 @@ for dt, prec, bk in (("fp16", "ieee", 64), ("bf16", "ieee", 64), ("fp32", "tf32"
         for name, p in zip(("fwd", "dgrad", "wgrad"), ptx):
             assert "wgmma.mma_async" in p, f"{name} {dt}: no wgmma"
             assert re.search(r"cp\.async\.c[ag]", p), f"{name} {dt}: loads not pipelined (no cp.async)"
-    compile_(conv.splitk_sum_kernel, dict(numel=4096, SPLIT=4), {"part_ptr": "*fp64" if dt == "fp64" else "*fp32", "out_ptr": t},
+    compile_(matmul.splitk_sum_kernel, dict(numel=4096, SPLIT=4), {"part_ptr": "*fp64" if dt == "fp64" else "*fp32", "out_ptr": t},
              dict(BLOCK=1024))
     compile_(shape.transpose_copy_kernel, dict(P=H * W, Q=C, s_b=C * H * W, s_p=1, s_q=H * W),   # channels-last staging
              {"src": t, "dst": t}, dict(BLOCK_P=64, BLOCK_Q=64))

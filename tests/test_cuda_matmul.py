@@ -479,3 +479,40 @@ def test_every_candidate_is_correct_on_this_gpu(dtype, precision, transposed):
                 raise
             continue
         _check(out, a, b, tf32=precision == "tf32")
+
+
+# ---- split-K ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [D.float32, D.float64], ids=lambda d: d.name)
+@pytest.mark.parametrize("layout", ["plain", "a.T", "b.T", "offset"])
+def test_split_k_long_reduction(dtype, layout, monkeypatch):
+    """A few output tiles over a long K run as a batch of products over chunks of K plus an
+    ordered sum (two launches), on any strides, within the same rounding bound."""
+    monkeypatch.setattr(MM, "SPLIT_K_MIN", 64)
+    monkeypatch.setattr(MM, "SPLIT_K_CHUNK", 16)
+    a, b = _rand((5, 96), dtype, 30).cuda(), _rand((96, 7), dtype, 31).cuda()
+    if layout == "a.T":
+        a = a.T.contiguous().T
+    if layout == "b.T":
+        b = b.T.contiguous().T
+    if layout == "offset":
+        a = _rand((9, 100), dtype, 32).cuda()[2:7, 4:]
+    assert MM._split_k(a, tk.empty((5, 7), dtype=dtype, device="cuda")) == (4 if EMULATED else 6)  # 4 / 132 SMs
+    launched = []
+    real = MM.launch
+    monkeypatch.setattr(MM, "launch", lambda fn, *args, **kw: (launched.append(fn.__name__), real(fn, *args, **kw)))
+    _check(tk.matmul(a, b), a, b)
+    assert launched == ["matmul_kernel", "splitk_sum_kernel"], launched
+
+
+def test_split_k_only_where_it_pays(monkeypatch):
+    monkeypatch.setattr(MM, "SPLIT_K_MIN", 64)
+    monkeypatch.setattr(MM, "SPLIT_K_CHUNK", 16)
+    out = lambda m, n, dtype=D.float32: tk.empty((m, n), dtype=dtype, device="cuda")
+    a = lambda m, k, dtype=D.float32: tk.empty((m, k), dtype=dtype, device="cuda")
+    assert MM._split_k(a(5, 97), out(5, 7)) == 1                # K prime: no divisor
+    assert MM._split_k(a(5, 32), out(5, 7)) == 1                # K under SPLIT_K_MIN
+    assert MM._split_k(a(5, 96, D.float16), out(5, 7, D.float16)) == 1   # 16-bit: not split
+    sms = MM._device_info(0)[2] if not EMULATED else 4
+    wide = MM.SPLIT_K_TILE * (sms + 1)
+    assert MM._split_k(a(5, 96), out(5, wide)) == 1             # enough output tiles already
+    assert MM._split_k(a(5, 96), out(5, 7)) > 1

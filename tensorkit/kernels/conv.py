@@ -238,9 +238,7 @@ def _run_wgrad(x: Tensor, g: Tensor, out: Tensor, geom, config: Config, precisio
            N, H, W, P, Q, CG, OG, *_strides(x), *_strides(g), O * CRS, CRS, *_common(geom), chunk,
            options=_options(config), **_constexprs(out, config, R, S, precision, config.kernel == "nhwc"))
     if split > 1:
-        numel, block = O * CRS, 1024
-        launch(_kernels().splitk_sum_kernel, (_cdiv(numel, block),), pointer(dest), pointer(out), numel, split,
-               BLOCK=block)
+        _mm.splitk_sum(dest, out)
 
 
 # ---- choosing a config -------------------------------------------------------------------------------------------

@@ -388,12 +388,58 @@ def _choose(name: str, capability: tuple, key: str, plan: _Plan, tma, a: Tensor,
 _calls: dict = {}       # call geometry -> (plan, launch recipe): the host's decisions, made once per geometry
 
 
+def splitk_sum(parts: Tensor, out: Tensor) -> None:
+    """``out`` (contiguous) = the sum of the contiguous ``parts`` [split, *out.shape] over its
+    first dim, in order (deterministic), rounded once to out's dtype."""
+    numel, block = out.numel(), 1024
+    launch(_kernels().splitk_sum_kernel, (-(-numel // block),), pointer(parts), pointer(out), numel,
+           parts._shape[0], BLOCK=block)
+
+
+# Split-K: a product with few output tiles and a long reduction (a linear layer's forward with
+# a small batch: MNIST's fc1 is 64 x 128 over K = 9216) would run on a handful of SMs, each
+# looping over all of K. It is run instead as a batch of SPLIT products over K/SPLIT each into
+# float(32|64) partial results, which ``splitk_sum`` adds in order (no atomics: deterministic).
+SPLIT_K_MIN = 2048                  # K below which a product is never split
+SPLIT_K_CHUNK = 512                 # the shortest chunk of K a split product gets
+SPLIT_K_TILE = 64                   # output tile edge assumed when counting a product's programs
+
+
+def _split_k(a: Tensor, out: Tensor) -> int:
+    """Chunks to split a 2-D float32/float64 product's K into (a divisor of K), 1 for none: when
+    its output tiles fill under half of the GPU's SMs."""
+    if len(out._shape) != 2 or out.dtype not in (D.float32, D.float64) or a._shape[1] < SPLIT_K_MIN:
+        return 1
+    (M, K), N = a._shape, out._shape[1]
+    tiles = -(-M // SPLIT_K_TILE) * -(-N // SPLIT_K_TILE)
+    sms = 4 if cuda.EMULATED else _device_info(out._storage.device.index or 0)[2]
+    if 2 * tiles > sms:
+        return 1
+    most = min(-(-sms // tiles), K // SPLIT_K_CHUNK)
+    return next((s for s in range(most, 1, -1) if K % s == 0), 1)
+
+
+def _matmul_split_k(a: Tensor, b: Tensor, out: Tensor, split: int) -> None:
+    """``out = a @ b`` as a batch of ``split`` products over consecutive chunks of K."""
+    (M, K), N = a._shape, out._shape[1]
+    kc = K // split
+    (sam, sak), (sbk, sbn) = a._strides, b._strides
+    parts = new_tensor((split, M, N), out.dtype, out._storage.device)
+    matmul(Tensor._make(a._storage, a._offset, (split, M, kc), (kc * sak, sam, sak), a.dtype),
+           Tensor._make(b._storage, b._offset, (split, kc, N), (kc * sbk, sbk, sbn), b.dtype), parts)
+    splitk_sum(parts, out)
+
+
 @_dispatch.register("matmul", "cuda", DTYPES)
 def matmul(a: Tensor, b: Tensor, out: Tensor) -> None:
     """``out[...] = a @ b`` for ``a``: batch + (M, K), ``b``: batch + (K, N) (any strides),
     ``out``: contiguous batch + (M, N)."""
     if out.numel() == 0:
         return                          # K == 0 is not empty: the kernel writes the zeros
+    split = _split_k(a, out)
+    if split > 1:
+        _matmul_split_k(a, b, out, split)
+        return
     precision = _precision(out.dtype)
     if precision == "tf32" and len(out._shape) == 2 and _k_major_pays(a, b):
         b = _k_major(b)

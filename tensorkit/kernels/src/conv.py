@@ -16,7 +16,7 @@ of channels (C/G in, O/G out):
 * ``conv2d_wgrad_kernel``: dw[o, c, r, s] = sum_{n, p, q} dy[n, o, p, q] * x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw]
   (the derivative in w). Rows = o (O/G), columns = (c, r, s) (C/G*R*S), reduction = (n, p, q);
   the reduction is long and the output small, so it is split over ``SPLIT`` programs that
-  write float32 partial sums, added by ``splitk_sum_kernel`` (deterministic: no atomics).
+  write float32 partial sums, added by matmul's ``splitk_sum_kernel`` (deterministic: no atomics).
 
 Each operand tile is loaded with its contiguous axis last and transposed in registers where
 the product needs the other orientation (``tl.trans``): Triton's coalescing pass picks a
@@ -239,14 +239,3 @@ def conv2d_wgrad_kernel(
     out_ptrs = (out_ptr + split.to(tl.int64) * out_split + (group * OG + o).to(tl.int64)[:, None] * out_o
                 + (c * (R * S) + r * S + s)[None, :])         # the result is (O, C/G, R, S) either way
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=o_ok[:, None] & j_ok[None, :])
-
-
-@triton.jit
-def splitk_sum_kernel(part_ptr, out_ptr, numel, SPLIT, BLOCK: tl.constexpr):
-    """out[i] = sum over the SPLIT partial results part[split, i] (contiguous), in order."""
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = i < numel
-    acc = tl.load(part_ptr + i, mask=mask, other=0.0)
-    for k in range(1, SPLIT):
-        acc += tl.load(part_ptr + k * numel + i, mask=mask, other=0.0)
-    tl.store(out_ptr + i, acc.to(out_ptr.dtype.element_ty), mask=mask)

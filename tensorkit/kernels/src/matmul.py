@@ -168,3 +168,14 @@ def matmul_kernel_tma(
                          c1.to(c_ptr.dtype.element_ty))
         else:
             c_desc.store([off_m, off_n], acc.to(c_ptr.dtype.element_ty))
+
+
+@triton.jit
+def splitk_sum_kernel(part_ptr, out_ptr, numel, SPLIT, BLOCK: tl.constexpr):
+    """out[i] = sum over the SPLIT partial results part[split, i] (contiguous), in order."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < numel
+    acc = tl.load(part_ptr + i, mask=mask, other=0.0)
+    for k in range(1, SPLIT):
+        acc += tl.load(part_ptr + k * numel + i, mask=mask, other=0.0)
+    tl.store(out_ptr + i, acc.to(out_ptr.dtype.element_ty), mask=mask)
