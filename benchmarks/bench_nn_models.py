@@ -16,10 +16,9 @@ build the same architecture with the same state-dict keys; the torch model's wei
 into the tensorkit one by key. Before timing, the loss and a few parameter gradients of one step
 are compared (float32, TF32 off on both sides; train mode, i.e. BatchNorm with batch statistics,
 with every dropout rate set to 0). A gradient is judged against a float64 run of the same torch
-model (``reference_grads``): tensorkit's error must be within ``GRAD_TOL`` of the largest element,
-or at most ``GRAD_VS_TORCH`` times PyTorch's own float32 error (a deep stack of BatchNorms or
-softmaxes amplifies float32 rounding: ResNet-18's first conv gradient differs by ~0.5% between
-two correct float32 implementations). A model that fails the check (or raises) is reported under
+model (``reference_grads``): tensorkit's relative L2 error must be within ``GRAD_TOL``, or at
+most ``GRAD_VS_TORCH`` times PyTorch's own float32 error (train-mode BatchNorm amplifies float32
+rounding: every gradient of ResNet-18 at batch 128 is ~0.4% from float64, for both libraries). A model that fails the check (or raises) is reported under
 "Not timed" with the error, never timed.
 
 A step is forward, loss, ``loss.backward()`` and the gradients set to None (no optimizer), in
@@ -52,7 +51,7 @@ TRANSFORMER = dict(d_model=512, nhead=8, dim_feedforward=2048, num_layers=6, dro
 BATCH = {"mnist": 64, "resnet": 128, "lstm": 20, "transformer": 32}
 SEQ = {"lstm": 35, "transformer": 256}
 LOSS_RTOL = 1e-4          # loss: float32 sums in different orders
-GRAD_TOL = 2e-3           # max |tk - float64| / max |float64| per gradient tensor, or at most ...
+GRAD_TOL = 2e-3           # |tk - float64| / |float64| (L2) per gradient tensor, or at most ...
 GRAD_VS_TORCH = 4.0       # ... this many times torch's float32 error against the same float64 reference
 
 
@@ -226,19 +225,22 @@ def reference_grads(torch, model, loss_fn, *inputs) -> dict:
 
 
 def check_grad(what: str, got: np.ndarray, want: np.ndarray, ref: np.ndarray, floor: float = 0.0) -> None:
-    """tensorkit's gradient ``got`` against the float64 ``ref``: within GRAD_TOL of max |ref| (at
-    least ``floor``), or at most GRAD_VS_TORCH times torch's (``want``) error. Raises AssertionError."""
+    """tensorkit's gradient ``got`` against the float64 ``ref``, in relative L2 norm: within GRAD_TOL,
+    or at most GRAD_VS_TORCH times torch's (``want``) error; the scale is at least ``floor`` per
+    element. Raises AssertionError. (Not the largest element's error: a ReLU input near 0 that
+    float32 and float64 round to different sides moves single elements, e.g. 6.6% of ResNet-18's
+    layer4.1.conv1 gradient for both libraries on the CPU, while the whole tensor moves ~0.4%.)"""
     got, want, ref = (np.asarray(a, np.float64) for a in (got, want, ref))
     if got.shape != ref.shape:
         raise AssertionError(f"{what}: shape {got.shape}, expected {ref.shape}")
     if got.size == 0:
         return
-    scale = max(float(np.max(np.abs(ref))), floor, 1e-30)
-    err_tk = float(np.max(np.abs(got - ref))) / scale
-    err_pt = float(np.max(np.abs(want - ref))) / scale
-    if err_tk > max(GRAD_TOL, GRAD_VS_TORCH * err_pt):
-        raise AssertionError(f"{what}: max error vs float64 {err_tk:.3g} of max |grad| (torch float32: "
-                             f"{err_pt:.3g}; tolerance {GRAD_TOL:g} or {GRAD_VS_TORCH:g}x torch's)")
+    scale = max(float(np.linalg.norm(ref)), floor * got.size ** 0.5, 1e-30)
+    err_tk = float(np.linalg.norm(got - ref)) / scale
+    err_pt = float(np.linalg.norm(want - ref)) / scale
+    if not err_tk <= max(GRAD_TOL, GRAD_VS_TORCH * err_pt):
+        raise AssertionError(f"{what}: relative L2 error vs float64 {err_tk:.3g} (torch float32: {err_pt:.3g}; "
+                             f"tolerance {GRAD_TOL:g} or {GRAD_VS_TORCH:g}x torch's)")
 
 
 class Case:

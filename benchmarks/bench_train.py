@@ -33,9 +33,9 @@ Every row is checked against PyTorch before it is timed; a failed check (or an e
 "Not timed" note with the reason, never a time. Float32 training rows: both models get the same
 weights (copied by state-dict key) and data; two steps in train mode (BatchNorm with batch
 statistics) with dropout's rate set to 0 must give the same loss and every parameter gradient
-must pass ``bench_nn_models.check_grad`` against a float64 run of the torch model (within
-``GRAD_TOL`` of its largest element, or at most a few times torch's own float32 error; the
-scale at least ``GRAD_FLOOR`` of the model's largest gradient element: a bias followed by
+must pass ``bench_nn_models.check_grad`` against a float64 run of the torch model (relative L2
+error within its ``GRAD_TOL``, or at most a few times torch's own float32 error; the scale at
+least ``GRAD_FLOOR`` of the model's largest gradient element per element: a bias followed by
 BatchNorm has a zero gradient made of rounding noise); each step's optimizer
 update is then taken from PyTorch's gradients (copied into tensorkit's) and the updated weights
 must agree within ``WEIGHT_TOL`` of the largest update plus a few float32 ulps. (Taking the

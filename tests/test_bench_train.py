@@ -51,7 +51,7 @@ def test_training_step_check_catches_a_wrong_gradient(monkeypatch):
     import bench_nn_models
     monkeypatch.setattr(bench_nn_models, "GRAD_TOL", -1.0)
     monkeypatch.setattr(bench_nn_models, "GRAD_VS_TORCH", -1.0)
-    with pytest.raises(AssertionError, match="grad: max error"):
+    with pytest.raises(AssertionError, match="grad: relative L2 error"):
         _case("digits CNN", "Adam").check()
 
 
