@@ -72,15 +72,15 @@ def test_section_smoke_and_not_timed(monkeypatch):
 
 def test_check_grad_judges_against_float64():
     """A gradient passes within GRAD_TOL of the float64 reference (relative L2), or within
-    GRAD_VS_TORCH times torch's own error; a 1% error where torch is exact fails and names both."""
+    GRAD_VS_TORCH times torch's own error; a 2% error where torch is exact fails and names both."""
     ref = np.linspace(-1.0, 1.0, 101)
-    M.check_grad("g", ref * (1 + 1e-3), ref, ref)                              # within GRAD_TOL
-    M.check_grad("g", ref * (1 + 2e-2), ref * (1 + 1e-2), ref)                 # 2x torch's error
+    M.check_grad("g", ref * (1 + 5e-3), ref, ref)                              # within GRAD_TOL
+    M.check_grad("g", ref * (1 + 4e-2), ref * (1 + 2e-2), ref)                 # 2x torch's error
     spike = ref.copy()
-    spike[50] += 0.01                                                          # one element 1% of max off
-    M.check_grad("g", spike, ref, ref)                                         # L2: 0.17%
-    with pytest.raises(AssertionError, match=r"g: relative L2 error vs float64 0.01 .*torch float32: 0;"):
-        M.check_grad("g", ref * (1 + 1e-2), ref, ref)
+    spike[50] += 0.05                                                          # one element 5% of max off
+    M.check_grad("g", spike, ref, ref)                                         # L2: 0.86%
+    with pytest.raises(AssertionError, match=r"g: relative L2 error vs float64 0.02 .*torch float32: 0;"):
+        M.check_grad("g", ref * (1 + 2e-2), ref, ref)
     with pytest.raises(AssertionError, match="shape"):
         M.check_grad("g", ref[:3], ref, ref)
     with pytest.raises(AssertionError, match="L2 error"):
