@@ -297,7 +297,10 @@ def train_section(tk, torch, quick: bool = False, models=MODELS, device: str = "
              torch.backends.cudnn.allow_tf32)
     _tf32(tk, torch, False)                 # exact float32 on both sides; autocast rows run in bf16 anyway
     try:
+        pick = os.environ.get("TK_BENCH_TRAIN_MODELS", "")
         for name, builder, cfg, batch, in_shape in models:
+            if pick and pick.lower() not in name.lower():
+                continue
             shape = f"batch {batch}, {'x'.join(map(str, in_shape))}"
             for opt in OPTIMIZERS:
                 for amp in (False, True):
@@ -521,6 +524,10 @@ def run(quick: bool = False) -> str:
          f"(features and labels) moved to cuda; {steps}; synchronised at the end; ratio > 1: tensorkit faster.",
          lambda: data_to_device_section(tk, torch, quick)),
     ]
+    # TK_BENCH_SECTIONS=step,optimizer: a partial run (words matched against the section titles);
+    # TK_BENCH_TRAIN_MODELS=ResNet: only the training-step rows of the models whose name contains it
+    only = [w.strip().lower() for w in os.environ.get("TK_BENCH_SECTIONS", "").split(",") if w.strip()]
+    parts = [p for p in parts if not only or any(w in p[0].lower() for w in only)]
     out = []
     for title, note, section in parts:
         start = time.perf_counter()
