@@ -707,3 +707,41 @@ def test_kinks_match_torch():
         tx = torch.tensor(values, dtype=torch.float64, requires_grad=True)
         theirs(tx).sum().backward()
         close(_grad_of(mine, values), tx.grad.numpy())
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("a_shape", [(2, 3, 4, 5), (3, 4, 5)])
+def test_matmul_shared_matrix_gradient_is_one_product(device, a_shape):
+    """The gradient of a matrix shared by a batch (a linear layer on (*, in) input) is one product
+    over all batch rows: no per-batch (k, m) gradient summed afterwards (batch times the memory).
+    Values as numpy's, a non-contiguous input too; double backward still works."""
+    if device == "cuda" and not tk.cuda.is_available():
+        pytest.skip("no cuda device")
+    from tensorkit import _dispatch
+    rng = np.random.default_rng(0)
+    a_np, b_np = rng.standard_normal(a_shape), rng.standard_normal((5, 6))
+    g_np = rng.standard_normal(a_shape[:-1] + (6,))
+    for transposed in (False, True):
+        a = tk.tensor(a_np, device=device, requires_grad=True)
+        if transposed:                            # the same values through a non-contiguous view
+            a = tk.tensor(np.swapaxes(a_np, 0, 1).copy(), device=device, requires_grad=True)
+            x = a.transpose(0, 1)
+        else:
+            x = a
+        b = tk.tensor(b_np, device=device, requires_grad=True)
+        out = x @ b
+        shapes = []
+        _dispatch.observers.append(lambda op, i, o, p: shapes.append(tuple(o[0].shape)) if op == "matmul" else None)
+        try:
+            ga, gb = tk.autograd.grad(out, (a, b), tk.tensor(g_np, device=device))
+        finally:
+            _dispatch.observers.pop()
+        assert (5, 6) in shapes and not any(len(s) > 2 and s[-2:] == (5, 6) for s in shapes), shapes
+        np.testing.assert_allclose(gb.cpu().numpy(), a_np.reshape(-1, 5).T @ g_np.reshape(-1, 6), rtol=1e-10)
+        want_ga = g_np @ b_np.T
+        np.testing.assert_allclose(ga.cpu().numpy(), np.swapaxes(want_ga, 0, 1) if transposed else want_ga,
+                                   rtol=1e-10)
+    if device == "cpu":                           # (slow under the emulated device's interpreter)
+        a = tk.tensor(a_np[..., :2, :], requires_grad=True)
+        b = tk.tensor(b_np, requires_grad=True)
+        assert gradgradcheck(lambda a, b: a @ b, (a, b))

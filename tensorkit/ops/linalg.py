@@ -148,4 +148,12 @@ def _matmul_vjp(g, node):
     # batch dims that were broadcast are summed back by the engine (to each input's shape)
     a, b = node.inputs
     needs = node.needs
-    return (matmul(g, b.mT) if needs[0] else None), (matmul(a.mT, g) if needs[1] else None)
+    ga = matmul(g, b.mT) if needs[0] else None
+    if not needs[1]:
+        return ga, None
+    if b.ndim == 2 and a.ndim > 2 and g.ndim == a.ndim:
+        # a matrix shared by every batch (a linear layer on (*, in) input): one product over the
+        # batch rows, not a per-batch (k, m) gradient for the engine to sum (batch times the
+        # memory and a reduction: 0.9 GB for the LSTM LM's decoder)
+        return ga, matmul(a.reshape(-1, a.shape[-1]).mT, g.reshape(-1, g.shape[-1]))
+    return ga, matmul(a.mT, g)
