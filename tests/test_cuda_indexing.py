@@ -1,8 +1,9 @@
 """The cuda device's indexing kernels (``kernels/indexing.py``, ``kernels/shape.py``; in CI the
 emulated device runs them in Triton's interpreter): gathers and scatters with every reduction
 and dtype, duplicate indices, masks, ``nonzero``, ``cat``, and bounds checks that raise the
-CPU's IndexError without copying the indices to the host, leave the tensor unchanged and the
-device usable.
+CPU's IndexError without copying the indices to the host and leave the device usable: at once
+for scatters (the tensor unchanged), at the next synchronisation for gathers (which never
+wait for the device).
 
 References: numpy, or the CPU backend where ``test_indexing.py`` checks it against numpy and
 PyTorch (its helpers and index strategy are reused here). Shapes stay small: the interpreter
@@ -277,21 +278,26 @@ def test_cat():
 
 
 # ---- bounds ------------------------------------------------------------------------------------------------
-_BAD = [
-    lambda x, i: x[i([0, 3])],
-    lambda x, i: x[i([-4])],
-    lambda x, i: x[:, i([1, -5])],
-    lambda x, i: x[i([0, 1]), i([1, 4])],
+# gathers (x[idx], gather, index_select, take) and the op each error names; on cuda they raise later
+_BAD_GATHERS = [
+    (lambda x, i: x[i([0, 3])], "x[indices]"),
+    (lambda x, i: x[i([-4])], "x[indices]"),
+    (lambda x, i: x[:, i([1, -5])], "x[indices]"),
+    (lambda x, i: x[i([0, 1]), i([1, 4])], "x[indices]"),
+    (lambda x, i: x.gather(1, i([[0, 4]])), "gather"),
+    (lambda x, i: x.gather(0, i([[-1]])), "gather"),          # gather and index_select refuse negative indices
+    (lambda x, i: x.index_select(0, i([-1])), "index_select"),
+    (lambda x, i: x.index_select(1, i([4])), "index_select"),
+    (lambda x, i: x.take(i([12])), "take"),
+    (lambda x, i: x.take(i([-13])), "take"),
+    (lambda x, i: x[:0][:, i([4])], "x[indices]"),            # nothing gathered, the index still checked
+]
+# scatters raise at once: they check every index before writing, so the tensor stays unchanged
+_BAD_SCATTERS = [
     lambda x, i: x.__setitem__(i([2, 3]), 1.0),
     lambda x, i: x.__setitem__((slice(None), i([-5])), 1.0),
     lambda x, i: x.index_put_((i([0, 0, 7]),), tk.ones(1, device=x.device), accumulate=True),
     lambda x, i: x.index_put_((i([1]), i([9])), tk.ones(1, device=x.device), accumulate=True),
-    lambda x, i: x.gather(1, i([[0, 4]])),
-    lambda x, i: x.gather(0, i([[-1]])),                    # gather and index_select refuse negative indices
-    lambda x, i: x.index_select(0, i([-1])),
-    lambda x, i: x.index_select(1, i([4])),
-    lambda x, i: x.take(i([12])),
-    lambda x, i: x.take(i([-13])),
     lambda x, i: x.scatter_(0, i([[3]]), 1.0),
     lambda x, i: x.scatter_add_(1, i([[0, 0, 5]]), tk.ones(1, 3, device=x.device)),
     lambda x, i: x.scatter_reduce_(0, i([[0, -1]]), tk.ones(1, 2, device=x.device), "amax", include_self=False),
@@ -299,14 +305,33 @@ _BAD = [
     lambda x, i: x.index_copy_(0, i([3]), tk.ones(1, 4, device=x.device)),
     lambda x, i: x.index_fill_(1, i([-5]), 2.0),
 ]
+_BOUNDS = r"index -?\d+ is out of bounds for dimension \d with size \d+"
+_LATER = "(detected at this synchronisation; CUDA launches are asynchronous: the error comes from an earlier " \
+         "indexing call)"
 
 
-@pytest.mark.parametrize("call", _BAD)
-def test_out_of_range_raises_and_changes_nothing(call):
+@pytest.fixture(autouse=True)
+def _nothing_left_pending():
+    """Every test consumes the gather errors it causes (one left behind would raise in the next test)."""
+    yield
+    try:
+        tk.cuda.synchronize()
+    except IndexError as e:
+        pytest.fail(f"the test left a gather's index error pending: {e}")
+
+
+def _bad_gather(i=4):
+    """A cuda tensor 0..11 (3, 4) and a gather of it with index ``i`` on dim 1: no error yet."""
+    x = tk.arange(12.0, device="cuda").reshape(3, 4)
+    return x, x.index_select(1, tk.tensor([0, i], device="cuda"))
+
+
+@pytest.mark.parametrize("call", _BAD_SCATTERS)
+def test_scatter_out_of_range_raises_at_once_and_changes_nothing(call):
     messages = []
     for device in ("cpu", "cuda"):
         x = tk.arange(12.0, device=device).reshape(3, 4)
-        with pytest.raises(IndexError, match=r"index -?\d+ is out of bounds for dimension \d with size \d+") as e:
+        with pytest.raises(IndexError, match=_BOUNDS) as e:
             call(x, lambda v: tk.tensor(v, device=device))
         messages.append(str(e.value))
         assert x.cpu().tolist() == np.arange(12.0).reshape(3, 4).tolist()
@@ -315,23 +340,152 @@ def test_out_of_range_raises_and_changes_nothing(call):
     _same(x[tk.tensor([2, -1], device="cuda")], np.arange(12.0).reshape(3, 4)[[2, -1]])
 
 
-def test_bounds_checks_read_only_a_flag(monkeypatch):
-    """On the device an index is checked in the kernel: the host reads 4 bytes per op, not the indices."""
+@pytest.mark.parametrize("call, op", _BAD_GATHERS)
+def test_gather_out_of_range_raises_at_the_next_synchronisation(call, op):
+    """The CPU raises at once; cuda at the next host read, with the CPU's words plus the op, the
+    device and the indexed tensor's shape, once, and the device stays usable."""
+    with pytest.raises(IndexError, match=_BOUNDS) as cpu:
+        call(tk.arange(12.0).reshape(3, 4), tk.tensor)
+    x = tk.arange(12.0, device="cuda").reshape(3, 4)
+    y = call(x, lambda v: tk.tensor(v, device="cuda"))       # launched, not waited for: nothing raised yet
+    assert tk.cuda._deferred
+    with pytest.raises(IndexError) as e:
+        y.cpu()
+    message = str(e.value)
+    assert message.startswith(f"index out of range: {cpu.value} (in {op} on cuda:0, indexing a tensor of shape ")
+    assert message.endswith(_LATER)
+    assert not tk.cuda._deferred
+    y.cpu()                                                    # reported once
+    assert x.cpu().tolist() == np.arange(12.0).reshape(3, 4).tolist()
+    _same(x[tk.tensor([2, -1], device="cuda")], np.arange(12.0).reshape(3, 4)[[2, -1]])
+
+
+def test_out_of_range_elements_are_zero():
+    x, y = _bad_gather()
+    with pytest.raises(IndexError, match="index 4 is out of bounds for dimension 1 with size 4"):
+        tk.cuda.synchronize()
+    _same(y, [[0, 0], [4, 0], [8, 0]])
+    z = x[tk.tensor([0, 1, 2], device="cuda"), tk.tensor([1, 4, -5], device="cuda")]   # an index per element
+    with pytest.raises(IndexError, match="index (4|-5) is out of bounds for dimension 1 with size 4"):
+        z.cpu()
+    _same(z, [1, 0, 0])
+
+
+@pytest.mark.parametrize("sync", [
+    lambda y: y.cpu(), lambda y: y.numpy(force=True), lambda y: y[0, 0].item(), lambda y: y.tolist(), repr,
+    lambda y: tk.cuda.synchronize(), lambda y: tk.cuda.current_stream().synchronize(),
+    lambda y: tk.zeros(1, device="cuda").item(),               # any host read on the stream, not just y's
+])
+def test_error_surfaces_at_each_synchronisation_once(sync):
+    x, y = _bad_gather()
+    with pytest.raises(IndexError, match=re.escape("index 4 is out of bounds for dimension 1 with size 4 (in "
+                                                   "index_select on cuda:0, indexing a tensor of shape [3, 4]")):
+        sync(y)
+    sync(y)                                                    # a second synchronisation does not raise again
+    tk.cuda.synchronize()
+    _same(x.index_select(1, tk.tensor([3, 0], device="cuda")), [[3, 0], [7, 4], [11, 8]])   # later gathers work
+
+
+def test_error_surfaces_at_save(tmp_path):
+    _, y = _bad_gather()
+    with pytest.raises(IndexError, match="index 4 is out of bounds"):
+        tk.save({"y": y}, tmp_path / "y.pt")
+
+
+def test_gathers_never_wait_for_the_device(monkeypatch):
+    """A gather, good or bad, copies nothing to the host; the next host read reads one small
+    report per kind of gather (op, shape, dims) since the last synchronisation."""
     reads = []
-    host = tk.Tensor._host
+    to_host = tk.cuda._device_to_host
 
-    def spy(t):
-        if t.device.type == "cuda":
-            reads.append(t.numel())
-        return host(t)
+    def spy(src, offset, numel, device, non_blocking):
+        reads.append(numel)
+        return to_host(src, offset, numel, device, non_blocking)
 
-    monkeypatch.setattr(tk.Tensor, "_host", spy)
+    monkeypatch.setattr(tk.cuda, "_device_to_host", spy)
     x = tk.zeros(50, 3, device="cuda")
     idx = tk.tensor(np.arange(100) % 50, device="cuda")
-    x[idx]
+    w = tk.ones(10, 4, device="cuda")
+    for _ in range(3):
+        x[idx]
+        x.index_select(0, idx)
+        x.gather(0, tk.zeros(2, 3, dtype=tk.int64, device="cuda"))
+        x.take(idx)
+        tk.nn.functional.embedding(tk.tensor([[1, 2], [3, 9]], device="cuda"), w)
+        x[idx + 1]                                             # bad: still no read
+    assert reads == []
+    with pytest.raises(IndexError, match="index 50 is out of bounds for dimension 0 with size 50 .*in x\\[indices\\]"):
+        x.sum().item()
+    # the value, then a report per kind of gather: 2 int64 per dim indexed (x[idx] and x[idx + 1] share one)
+    assert reads[0] == 1 and sorted(reads[1:]) == [2, 2, 2, 2, 4], reads
+
+
+def test_scatter_checks_read_only_a_flag(monkeypatch):
+    """index_put checks every index in a kernel before writing: the host reads a 4-byte flag per
+    op, and the indices only on the error path, to name the first bad one."""
+    reads = []
+    to_host = tk.cuda._device_to_host
+
+    def spy(src, offset, numel, device, non_blocking):
+        reads.append(numel)
+        return to_host(src, offset, numel, device, non_blocking)
+
+    monkeypatch.setattr(tk.cuda, "_device_to_host", spy)
+    x = tk.zeros(50, 3, device="cuda")
+    idx = tk.tensor(np.arange(100) % 50, device="cuda")
     x.index_put_((idx,), tk.ones(100, 3, device="cuda"), accumulate=True)
-    x.index_select(0, idx)
-    assert reads and max(reads) == 1, reads
+    assert reads == [1]
     with pytest.raises(IndexError, match="index 50 is out of bounds for dimension 0 with size 50"):
-        x[idx + 1]                                # the error path reads the indices, to name the first bad one
+        x.index_put_((idx + 1,), tk.ones(100, 3, device="cuda"), accumulate=True)
     assert max(reads) == 100
+
+
+def test_embedding_bad_token_raises_at_the_next_copy():
+    w = tk.tensor(np.arange(15.0).reshape(5, 3), device="cuda")
+    out = tk.nn.functional.embedding(tk.tensor([[1, 7], [0, 4]], device="cuda"), w)
+    loss = out.sum()
+    with pytest.raises(IndexError, match=re.escape("index 7 is out of bounds for dimension 0 with size 5 (in "
+                                                   "index_select on cuda:0, indexing a tensor of shape [5, 3]")):
+        loss.cpu()
+    emb = tk.nn.Embedding(5, 3).cuda()
+    tok = tk.tensor([4, 0, 2], device="cuda")
+    _same(emb(tok).detach(), emb.weight.detach().cpu().numpy()[[4, 0, 2]])
+
+
+def test_a_pending_error_does_not_disturb_scatters():
+    """index_put's own flag read is a synchronisation that raises only index_put's errors: a
+    scatter after a bad gather writes (and bumps the version for autograd) as usual."""
+    x, y = _bad_gather()
+    v = x._version
+    x.index_put_((tk.tensor([0], device="cuda"),), tk.full((4,), -1.0, device="cuda"))
+    assert x._version == v + 1
+    with pytest.raises(IndexError, match="index 4 is out of bounds"):
+        x.cpu()
+    _same(x, [[-1, -1, -1, -1], [4, 5, 6, 7], [8, 9, 10, 11]])
+
+
+def test_several_bad_gathers_one_error():
+    """Bad gathers of different kinds before one synchronisation are reported together, once;
+    repeats of one kind share a report (the pending state does not grow with the gathers)."""
+    x = tk.arange(12.0, device="cuda").reshape(3, 4)
+    for _ in range(5):
+        x.index_select(1, tk.tensor([4], device="cuda"))
+        x.take(tk.tensor([12], device="cuda"))
+    (check,) = tk.cuda._deferred.values()
+    assert len(check.reports) == 2
+    with pytest.raises(IndexError) as e:
+        tk.cuda.synchronize()
+    assert str(e.value).count("is out of bounds") == 2 and "index_select" in str(e.value) and "take" in str(e.value)
+    tk.cuda.synchronize()
+
+
+def test_valid_gathers_leave_nothing_pending_after_a_sync():
+    x = tk.arange(12.0, device="cuda").reshape(3, 4)
+    y = x[tk.tensor([2, 0], device="cuda")]
+    assert tk.cuda._deferred                  # a check waits for the next synchronisation...
+    _same(y, np.arange(12.0).reshape(3, 4)[[2, 0]])
+    assert not tk.cuda._deferred              # ...which finds nothing wrong and forgets it
+    tk.cuda.synchronize()
+    x.index_select(1, tk.tensor([1], device="cuda"))
+    tk.cuda.synchronize()
+    assert not tk.cuda._deferred

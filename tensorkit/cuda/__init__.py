@@ -112,9 +112,43 @@ def get_device_capability(device=None) -> tuple:
 
 
 def synchronize(device=None) -> None:
-    """Wait for all work queued on the device."""
+    """Wait for all work queued on the device; then raise an error a kernel found meanwhile
+    (``_deferred``: an earlier gather's index out of range)."""
+    index = _index(device)
     if not EMULATED:
-        _rt().synchronize(_index(device))
+        _rt().synchronize(index)
+    if _deferred:
+        _check_deferred(index)
+
+
+# ---- errors found by kernels, reported when the host next waits for the device ---------------------------
+# A kernel that finds bad input (kernels/indexing.py's gather: an index out of range) cannot raise;
+# reading its error flag at once would make the host wait for the device after every such op. It
+# leaves a check here instead, keyed by (device index, stream handle): a callable that reads its
+# flags and raises. Every point where the host waits for the device (``synchronize``, a stream's
+# ``synchronize``, a blocking copy to the host: ``.cpu()``, ``.item()``, ``.tolist()``, printing,
+# ``tk.save``) runs the checks of what it waited for, once. Empty on the usual path: one test.
+# (``Event.synchronize`` does not: reading a flag would also wait for the work queued after the
+# event; the next synchronisation of its stream or device reports it.)
+_deferred: dict = {}
+
+
+def _check_deferred(index: int, handle: int | None = None) -> None:
+    """Run and forget the deferred checks of device ``index``'s stream ``handle`` (all its
+    streams when None); raise the first error, with the others' messages appended."""
+    keys = [k for k in list(_deferred) if k[0] == index and (handle is None or k[1] == handle)]
+    # forgotten before they run: their own flag reads copy to the host, which would run them again
+    checks = [c for c in (_deferred.pop(k, None) for k in keys) if c is not None]
+    errors = []
+    for check in checks:
+        try:
+            check()
+        except Exception as e:      # every check runs (each is reported once), then the first error is raised
+            errors.append(e)
+    if len(errors) > 1:
+        raise type(errors[0])("\n".join(str(e) for e in errors)) from errors[0]
+    if errors:
+        raise errors[0]
 
 
 def _index(device) -> int:
@@ -154,9 +188,12 @@ class Stream:
         return (0, self.cuda_stream)
 
     def synchronize(self) -> None:
-        """Wait until all work queued on this stream is done."""
+        """Wait until all work queued on this stream is done; then raise an error a kernel found
+        meanwhile (see ``synchronize``)."""
         if self._impl is not None:
             self._impl.sync()
+        if _deferred:
+            _check_deferred(self.device.index, self.cuda_stream)
 
     def query(self) -> bool:
         """Whether all work queued on this stream is done."""
@@ -468,11 +505,25 @@ def _wait_for_current(index: int, handle: int) -> None:
     _rt().wait_for(handle, producer, index)
 
 
+# A copy to the host without the deferred checks: how those checks read their own flags.
+_device_to_host = _emulated_copy if EMULATED else _real_transfer("device_to_host")
+
+
+def _checked_device_to_host(src: _storage.Storage, offset: int, numel: int, device: Device, non_blocking: bool):
+    """The device -> host transfer every host read goes through (``.cpu()``, ``.item()``, printing, ...):
+    a blocking one has waited for the current stream, so it then runs that stream's deferred checks."""
+    out = _device_to_host(src, offset, numel, device, non_blocking)
+    if _deferred and not non_blocking:
+        index = _current if src.device.index is None else src.device.index
+        _check_deferred(index, _stream_handle(index))
+    return out
+
+
 _storage.PINNED.update(allocate=_pinned_allocate, is_pinned=_is_pinned)
 _storage.ALLOCATORS["cuda"] = _allocate
-for _pair, _name in ((("cpu", "cuda"), "host_to_device"), (("cuda", "cpu"), "device_to_host"),
-                     (("cuda", "cuda"), "device_to_device")):
+for _pair, _name in ((("cpu", "cuda"), "host_to_device"), (("cuda", "cuda"), "device_to_device")):
     _storage.TRANSFERS[_pair] = _emulated_copy if EMULATED else _real_transfer(_name)
+_storage.TRANSFERS[("cuda", "cpu")] = _checked_device_to_host
 
 
 # ---- random number generators ---------------------------------------------------------------------------

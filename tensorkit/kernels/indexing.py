@@ -8,11 +8,25 @@ with duplicate indices keep one of the values. The ``@triton.jit`` functions are
 ``kernels/src/indexing.py`` (imported on the first launch, so Triton stays optional).
 
 Bounds. The CPU checks indices on the host before its kernels run; here that would copy
-every index tensor to the host. Instead the kernels check each index as they read it, mask
-the lanes out of range (they touch no memory) and set a one-int flag on the device, which
-the host reads after the launches (4 bytes); ``index``/``index_put`` return whether it was
-set, and the op (``ops/indexing.py``) then raises the CPU's IndexError. The device stays
-usable (PyTorch's device-side assert kills the CUDA context instead).
+every index tensor to the host. Instead the kernels check each index as they read it and
+mask the lanes out of range (they touch no memory). Then:
+
+* ``index`` (the gather behind ``x[idx]``, ``index_select``, ``gather``, ``take``,
+  ``F.embedding``) is asynchronous, like PyTorch's device-side assert: it notes bad indices
+  in a small report on the device (per dim indexed: a flag and one bad value) and leaves a
+  check in ``tensorkit.cuda._deferred`` without waiting for the device (a sync per gather
+  costs ~80 us on an H200 and serialises host and device: once per step for a language
+  model's embedding). The host's next wait for the device on that stream
+  (``tk.cuda.synchronize()``, ``Stream.synchronize()``, any blocking copy to the host:
+  ``.cpu()``, ``.item()``, ``.tolist()``, printing, ``tk.save``) reads the reports (8 bytes
+  per dim indexed) and raises IndexError once, naming the index, the dim and its size as the
+  CPU does, plus the op, the device and the indexed tensor's shape. Elements read through an
+  index out of range are 0. Unlike PyTorch, the error names the op and the context stays
+  usable (PyTorch's assert kills it).
+* ``index_put`` must leave the destination unchanged on a bad index, so it checks every
+  index before writing and the host reads its one-int flag after the launches (4 bytes,
+  a sync); it returns whether the flag was set, and the op (``ops/indexing.py``) raises the
+  CPU's IndexError at once.
 
 Duplicate indices under a reduction are combined atomically:
 
@@ -30,7 +44,7 @@ run to run and from the CPU's sequential sums (as PyTorch's CUDA scatter_add doe
 
 Launch costs (syncs are device->host reads that wait for the device):
 
-* ``index``: one launch, one sync (the bounds flag);
+* ``index``: one launch, no sync (its bounds report is read at the next synchronisation);
 * ``index_put``: one bounds-check launch (a pass over the index tensors' elements, before
   anything is written, so a bad index leaves the destination unchanged), then 1
   launch (plain write, or a reduction in place), 2 (``include_self=False``: the touched
@@ -43,14 +57,16 @@ Kernels know nothing about autograd or the user's arguments (``ops/indexing.py``
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 
 import numpy as np
 
-from .. import _dispatch
+from .. import _dispatch, cuda
 from .. import dtypes as D
 from .._tensor import Tensor
+from ..device import device as Device
 from ..ops.creation import new_tensor
 from ._launch import launch, pointer, triton_source
 from .codegen import broadcast_strides, coalesce
@@ -96,7 +112,7 @@ class _Layout:
     each operand's strides over them (see ``kernels/src/indexing.py``) and the tile's blocks."""
 
     def __init__(self, x: Tensor, indices: list, result: Tensor):
-        dims = [d for d, t in enumerate(indices) if t is not None]
+        self.dims = dims = [d for d, t in enumerate(indices) if t is not None]
         self.indices = [indices[d] for d in dims]
         kept = [d for d in range(x.ndim) if d not in dims]
         nb = len(result._shape) - len(kept)              # dims of the indices' broadcast shape
@@ -133,11 +149,20 @@ class _Layout:
 _local = threading.local()
 
 
+def _reset(t: Tensor) -> None:
+    launch(_kernels().reset_kernel, (1,), pointer(t), t.numel(), BLOCK=max(16, _pow2(t.numel())))
+
+
+def _read(t: Tensor) -> np.ndarray:
+    """``t``'s elements on the host (waits for the current stream), without running the deferred
+    checks: the flag and report reads below must not raise another op's error."""
+    return cuda._device_to_host(t._storage, t._offset, t.numel(), Device("cpu"), False).data
+
+
 def _error_flag(device) -> Tensor:
-    """An int32 on ``device`` that is 0 unless a kernel saw an index out of range: one per
-    thread and stream (a launch and its read are ordered on the stream), allocated once; it
-    is reset only after an error, so the usual path pays no launch for it."""
-    from .. import cuda
+    """index_put's int32 on ``device`` that is 0 unless a kernel saw an index out of range: one
+    per thread and stream (a launch and its read are ordered on the stream), allocated once;
+    it is reset only after an error, so the usual path pays no launch for it."""
     flags = getattr(_local, "flags", None)
     if flags is None:
         flags = _local.flags = {}
@@ -145,16 +170,78 @@ def _error_flag(device) -> Tensor:
     flag = flags.get(key)
     if flag is None:
         flag = flags[key] = new_tensor((1,), D.int32, device)
-        launch(_kernels().reset_kernel, (1,), pointer(flag))
+        _reset(flag)
     return flag
 
 
 def _read_flag(flag: Tensor) -> bool:
     """Whether an index was out of range (waits for the launches before it), resetting the flag."""
-    if not flag._host()[0]:
+    if not _read(flag)[0]:
         return False
-    launch(_kernels().reset_kernel, (1,), pointer(flag))
+    _reset(flag)
     return True
+
+
+# ---- the gather's deferred bounds check -----------------------------------------------------------------
+# Zeroed reports per (device index, length), for reuse: a report read back all zero goes here.
+_free_reports: dict = {}
+
+
+class _Deferred:
+    """The bounds checks of the gathers launched on one stream since the host last waited for
+    it: per gather context (op, shape, dims indexed, their sizes, whether negative indices
+    count from the end) an int64 report (per dim: a flag and a bad value, ``src._report``)
+    that every gather of that context writes to. ``tensorkit.cuda`` calls it (once) when the
+    host next waits for the stream; it then reads each report and raises IndexError if one
+    is set. Bounded by the number of distinct contexts between synchronisations, not gathers."""
+
+    def __init__(self, device: Device, stream):
+        self.device, self.stream = device, stream
+        self.reports: dict = {}
+
+    def report(self, context: tuple) -> Tensor:
+        """The report of gathers of ``context`` (a zeroed one on its first gather)."""
+        rep = self.reports.get(context)
+        if rep is None:
+            n = 2 * len(context[2])
+            free = _free_reports.get((self.device.index, n))
+            if free:
+                rep = free.pop()
+            else:
+                rep = new_tensor((n,), D.int64, self.device)
+                _reset(rep)
+            self.reports[context] = rep
+        return rep
+
+    def __call__(self) -> None:
+        errors = []
+        # each read is ordered after that stream's gathers (entering a stream only when another one is
+        # current: making one current takes every later launch off tensorkit.cuda's fast path)
+        current = cuda.current_stream(self.device.index) == self.stream
+        with contextlib.nullcontext() if current else cuda.stream(self.stream):
+            for (op, shape, dims, sizes, negative), rep in self.reports.items():
+                a = _read(rep)
+                bad = [k for k in range(len(dims)) if a[2 * k]]
+                if not bad:                      # still all zero: reusable
+                    _free_reports.setdefault((self.device.index, len(a)), []).append(rep)
+                    continue
+                k = bad[0]                       # a set report is dropped, not reset and reused
+                errors.append(f"index {int(a[2 * k + 1])} is out of bounds for dimension {dims[k]} with size "
+                              f"{sizes[k]} (in {op} on {self.device}, indexing a tensor of shape {list(shape)}, "
+                              f"valid indices in [{-sizes[k] if negative else 0}, {sizes[k]}))")
+        if errors:
+            raise IndexError("index out of range: " + "; ".join(errors) + " (detected at this synchronisation; "
+                             "CUDA launches are asynchronous: the error comes from an earlier indexing call)")
+
+
+def _pending_report(input: Tensor, lay: _Layout, op: str, negative: bool) -> Tensor:
+    """The report a gather of ``input`` writes, and its check left for the next synchronisation."""
+    index = input.device.index
+    key = (index, cuda._stream_handle(index))
+    check = cuda._deferred.get(key)
+    if check is None:
+        check = cuda._deferred[key] = _Deferred(input.device, cuda.current_stream(index))
+    return check.report((op, input._shape, tuple(lay.dims), lay.idx_size, negative))
 
 
 def _coalesced(t: Tensor) -> tuple:
@@ -163,35 +250,37 @@ def _coalesced(t: Tensor) -> tuple:
     return tuple(int(s) for s in shape), tuple(int(s) for s in st)
 
 
-def _check_indices(lay: _Layout, negative: bool, flag: Tensor) -> None:
-    """Set ``flag`` if an element of an index tensor is out of range (one launch for all)."""
+def _check_indices(lay: _Layout, negative: bool, flag: Tensor, report: bool = False) -> None:
+    """Set ``flag`` if an element of an index tensor is out of range (one launch for all); with
+    ``report``, ``flag`` is a gather's report instead."""
     if not lay.indices:
         return
     n = max(t.numel() for t in lay.indices)
     layouts = [_coalesced(t) for t in lay.indices]
     launch(_kernels().check_kernel, (-(-n // CHECK_BLOCK),), tuple(pointer(t) for t in lay.indices),
            tuple(t.numel() for t in lay.indices), tuple(s for s, _ in layouts), tuple(st for _, st in layouts),
-           lay.idx_size, pointer(flag), NEGATIVE=negative, BLOCK=CHECK_BLOCK)
+           lay.idx_size, pointer(flag), NEGATIVE=negative, REPORT=report, BLOCK=CHECK_BLOCK)
 
 
 # ---- index: a gather ------------------------------------------------------------------------------------
 @_dispatch.register("index", "cuda", D.ALL_DTYPES)
-def index(input: Tensor, indices: list, out: Tensor, negative: bool = True) -> bool:
+def index(input: Tensor, indices: list, out: Tensor, negative: bool = True, op: str = "index") -> bool:
     """``out = input[indices]`` (PyTorch's index list, one entry per leading dim: None or an
     int32/int64 tensor; ``out`` contiguous, of the result's shape). Indices outside
-    [-size, size) (or [0, size) when not ``negative``) are not read; returns whether there
-    was one. One launch and one 4-byte sync."""
+    [-size, size) (or [0, size) when not ``negative``) are not read (their elements are 0)
+    and raise IndexError, naming ``op``, at the host's next synchronisation (see the module
+    docstring); returns False (nothing to raise now). One launch, no sync."""
     lay = _Layout(input, indices, out)
     if lay.index_numel == 0:            # no index element is read (as in PyTorch and numpy)
         return False
-    flag = _error_flag(input.device)
+    rep = _pending_report(input, lay, op, negative)
     if out.numel() == 0:                # nothing to gather, but the indices are still checked, as on the CPU
-        _check_indices(lay, negative, flag)
+        _check_indices(lay, negative, rep, report=True)
     else:
-        launch(_kernels().index_kernel, lay.grid, pointer(out), pointer(input), *lay.args(), pointer(flag),
+        launch(_kernels().index_kernel, lay.grid, pointer(out), pointer(input), *lay.args(), pointer(rep),
                NEGATIVE=negative, COL_INDEXED=lay.col_indexed, BLOCK_R=lay.block_r, BLOCK_C=lay.block_c,
                options={"num_warps": lay.num_warps})
-    return _read_flag(flag)
+    return False
 
 
 # ---- index_put: a scatter, plain or reducing -----------------------------------------------------------

@@ -17,6 +17,9 @@ view (ints, slices, None: no copy) followed by ``index`` when tensors, lists or 
 A bad index raises IndexError and leaves the destination unchanged (``_run_checked``): on
 the CPU the host checks the index tensors before the kernel runs; device kernels check
 each index as they read it (a host check would copy every index tensor off the device).
+On cuda a gather's (``index``) bad index raises at the host's next synchronisation instead
+(``.cpu()``, ``.item()``, ``tk.cuda.synchronize()``, ...: see ``kernels/indexing.py``), so
+that gathers never wait for the device; scatters still raise at once.
 Nothing here touches numpy arrays of tensor data: kernels (``cpu/indexing.py``) do.
 """
 from __future__ import annotations
@@ -115,25 +118,30 @@ def _index_meta(input: Tensor, indices: list) -> tuple:
     return dims, bshape + tuple(input.shape[d] for d in range(input.ndim) if d not in dims)
 
 
-def _run_checked(op: str, input: Tensor, indices: list, dims: list, negative: bool, *args) -> None:
+def _run_checked(op: str, input: Tensor, indices: list, dims: list, negative: bool, *args, name: str = "") -> None:
     """Run the ``index``/``index_put`` kernel on ``input, indices, *args`` with the indices'
     bounds checked: an index outside [-size, size) (or [0, size) when not ``negative``)
     raises ``_check_bounds``'s IndexError and nothing is written. Unchecked when the indices
     broadcast to nothing (no element is read, as in PyTorch and numpy).
 
     On the CPU the host checks the index tensors before the kernel runs. On a device that
-    would copy every index tensor to the host, so its kernels take ``negative``, check each
-    index as they read it (out-of-range lanes touch no memory; index_put checks them all
-    before writing) and return whether one was out of range; only then does the host read
-    the indices, to raise the same error."""
-    checks = [(indices[d], input.shape[d], d, negative) for d in dims] \
-        if all(indices[d].numel() for d in dims) else []
+    would copy every index tensor to the host, so its kernels take ``negative`` and check each
+    index as they read it (out-of-range lanes touch no memory). The cuda gather (``index``)
+    raises the error itself, naming the user's op ``name``, when the host next waits for the
+    device (see ``kernels/indexing.py``). ``index_put`` checks them all before writing and
+    returns whether one was out of range; only then does the host read the indices, to raise
+    the same error as the CPU."""
     kernel = _dispatch.lookup(op, input.device.type, input.dtype)
     if input.device.type == "cpu":
-        for c in checks:
-            _check_bounds(*c)
+        if all(indices[d].numel() for d in dims):
+            for d in dims:
+                _check_bounds(indices[d], input.shape[d], d, negative)
         kernel(input, indices, *args)
+    elif op == "index":
+        kernel(input, indices, *args, negative=negative, op=name or op)
     elif kernel(input, indices, *args, negative=negative):
+        checks = [(indices[d], input.shape[d], d, negative) for d in dims] \
+            if all(indices[d].numel() for d in dims) else []
         for c in checks:
             _check_bounds(*c)
         raise RuntimeError(f"{op}: the {input.device} kernel reported an index out of range, but the host "
@@ -141,14 +149,15 @@ def _run_checked(op: str, input: Tensor, indices: list, dims: list, negative: bo
 
 
 # ---- primitives ----------------------------------------------------------------------------------
-def index(input: Tensor, indices, *, _negative: bool = True) -> Tensor:
+def index(input: Tensor, indices, *, _negative: bool = True, _op: str = "index") -> Tensor:
     """``input[indices]`` for PyTorch's index list: per leading dim None (all of it), an
     int32/int64 tensor, or a bool mask (consuming as many dims as it has). A copy.
-    (``_negative=False``: negative indices are out of range, for gather / index_select.)"""
+    (``_negative=False``: negative indices are out of range, for gather / index_select;
+    ``_op``: the user's op, named by a bad index's error on cuda, which is deferred.)"""
     indices = _per_dim(input, indices, "index")
     dims, shape = _index_meta(input, indices)
     out = empty(shape, dtype=input.dtype, device=input.device)
-    _run_checked("index", input, indices, dims, _negative, out)
+    _run_checked("index", input, indices, dims, _negative, out, name=_op)
     if _dispatch.observers:
         _dispatch.notify("index", (input, *[indices[d] for d in dims]), (out,), {"dims": tuple(dims)})
     return out
@@ -352,7 +361,7 @@ def getitem(x: Tensor, index) -> Tensor:
     """``x[index]``: ints, slices, None and ``...`` give a view sharing memory; integer or bool
     tensors / lists and bools (advanced indexing) give a copy."""
     view, advanced = _split(x, index)
-    return view if advanced is None else _index(view, advanced)
+    return view if advanced is None else _index(view, advanced, _op="x[indices]")
 
 
 def setitem(x: Tensor, index, value) -> None:
@@ -433,7 +442,7 @@ def gather(input: Tensor, dim: int, index: Tensor, *, sparse_grad: bool = False)
     if index.numel() == 0:
         return empty(index.shape, dtype=input.dtype, device=input.device)
     x, i = _atleast_1d(input), _atleast_1d(index)
-    return _index(x, _dim_indices(x, d, i), _negative=False).reshape(index.shape)
+    return _index(x, _dim_indices(x, d, i), _negative=False, _op="gather").reshape(index.shape)
 
 
 def scatter_reduce_(input: Tensor, dim: int, index: Tensor, src: Tensor, reduce: str, *,
@@ -513,6 +522,12 @@ def _vector_index(input: Tensor, dim: int, index: Tensor, op: str) -> tuple:
 def index_select(input: Tensor, dim: int, index: Tensor) -> Tensor:
     """The slices at ``index`` (a vector) along ``dim``: ``input[:, index]`` for ``dim=1``.
 
+    An index outside [0, size) raises IndexError: at once on the CPU; on cuda (here and in
+    ``x[idx]``, ``gather``, ``take``, ``F.embedding``) at the next synchronisation (``.cpu()``,
+    ``.item()``, ``tk.cuda.synchronize()``, ...), so the lookup never waits for the device.
+    That is asynchronous like PyTorch's device-side assert, but the error names the op, the
+    index and the sizes, and the device stays usable.
+
     Example::
 
         >>> tk.tensor([[1, 2, 3], [4, 5, 6]]).index_select(1, tk.tensor([2, 0]))
@@ -521,8 +536,8 @@ def index_select(input: Tensor, dim: int, index: Tensor) -> Tensor:
     """
     d, index = _vector_index(input, dim, index, "index_select")
     if input.ndim == 0:
-        return _index(input.reshape(1), [index], _negative=False).reshape(())
-    return _index(input, [None] * d + [index], _negative=False)
+        return _index(input.reshape(1), [index], _negative=False, _op="index_select").reshape(())
+    return _index(input, [None] * d + [index], _negative=False, _op="index_select")
 
 
 def _source_check(input: Tensor, d: int, index: Tensor, source: Tensor, op: str) -> None:
@@ -637,7 +652,7 @@ def take(input: Tensor, index: Tensor) -> Tensor:
     """``input.flatten()[index]``: result has index's shape; negative indices count from the end."""
     if not isinstance(index, Tensor) or index.dtype is not D.int64:
         raise RuntimeError(f"take(): Expected a long tensor for index, but got {getattr(index, 'dtype', type(index))}")
-    return _index(input.reshape(-1), [index])
+    return _index(input.reshape(-1), [index], _op="take")
 
 
 def take_along_dim(input: Tensor, indices: Tensor, dim: int | None = None) -> Tensor:

@@ -11,8 +11,9 @@ contiguous) is one coalesced load of contiguous memory.
 
 The element of ``x`` read or written is ``x + row/column part + sum_k wrap(i_k) * step_k``
 (``step_k``: the stride of ``x`` along the dim index k selects, ``wrap``: negative indices
-count from the end). A lane whose index is out of range touches no memory and sets
-``err[0]``, which the host reads after the launch.
+count from the end). A lane whose index is out of range touches no memory and reports it:
+the scatter sets its flag ``err[0]`` (read by the host after the launches), the gather notes
+the index in its report ``rep`` (read at the host's next synchronisation).
 
 Every argument named ``*_st`` is a tuple of strides in elements, one per coalesced dim
 (rows first, the column last); ``idx`` is a tuple of index tensors (int32/int64).
@@ -62,13 +63,14 @@ def _tile_offset(r, c, rows, st):
 
 
 @triton.jit
-def _indexed_offset(r, c, r_in, c_in, rows, x_st, idx, idx_st, idx_size, idx_step,
-                    NEGATIVE: tl.constexpr, COL_INDEXED: tl.constexpr):
+def _indexed_offset(r, c, r_in, c_in, rows, x_st, idx, idx_st, idx_size, idx_step, rep,
+                    NEGATIVE: tl.constexpr, COL_INDEXED: tl.constexpr, REPORT: tl.constexpr):
     """(offsets into x of a tile, which lanes read indices, which of those are all in range).
 
     ``COL_INDEXED``: some index varies along the columns, lanes are the tile's elements;
     otherwise each row's indices are loaded once (a gather of rows: one index per row, a
-    coalesced run of columns) and the lanes are the rows ([BLOCK_R, 1])."""
+    coalesced run of columns) and the lanes are the rows ([BLOCK_R, 1]). ``REPORT``: note
+    the indices out of range in ``rep`` (``_report``)."""
     off = _tile_offset(r, c, rows, x_st)
     if COL_INDEXED:
         live = r_in[:, None] & c_in[None, :]
@@ -80,9 +82,13 @@ def _indexed_offset(r, c, r_in, c_in, rows, x_st, idx, idx_st, idx_size, idx_ste
             i = tl.load(idx[k] + _tile_offset(r, c, rows, idx_st[k]), mask=live, other=0).to(tl.int64)
         else:
             i = tl.load(idx[k] + _offset(r, rows, idx_st[k]), mask=r_in, other=0).to(tl.int64)[:, None]
+        raw = i
         if NEGATIVE:
             i = tl.where(i < 0, i + idx_size[k], i)
-        ok = ok & (i >= 0) & (i < idx_size[k])
+        in_range = (i >= 0) & (i < idx_size[k])
+        if REPORT:
+            _report(rep, k, raw, live & ~in_range)
+        ok = ok & in_range
         off += i * idx_step[k]
     return off, live, ok
 
@@ -94,28 +100,39 @@ def _flag(err, bad):
 
 
 @triton.jit
-def index_kernel(out, x, idx, rows, n_rows, n_cols, x_st, out_st, idx_st, idx_size, idx_step, err,
+def _report(rep, k, raw, bad):
+    """A gather's report (int64): rep[2k] = 1 and rep[2k+1] = one of the index values ``raw``
+    of index tensor k where ``bad`` (lanes race: any bad value will do; no memory traffic
+    when nothing is bad)."""
+    z = tl.zeros(bad.shape, tl.int64)
+    tl.store(rep + 2 * k + z, 1, mask=bad)
+    tl.store(rep + 2 * k + 1 + z, raw, mask=bad)
+
+
+@triton.jit
+def index_kernel(out, x, idx, rows, n_rows, n_cols, x_st, out_st, idx_st, idx_size, idx_step, rep,
                  NEGATIVE: tl.constexpr, COL_INDEXED: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """out = x[idx...] (a gather), bounds checked as it goes.
 
     out: the result (strides ``out_st``); x: the indexed tensor (strides ``x_st``, 0 along the
     indexed dims); idx: the index tensors (strides ``idx_st``); idx_size / idx_step: per index,
-    the size and stride of the dim of x it selects; err: int32 flag set if an index is out of
-    range (that lane reads nothing); rows: the row dims' sizes; n_rows, n_cols: the extents.
+    the size and stride of the dim of x it selects; rep: int64 report, per index tensor k a flag
+    and a bad value (``_report``); an element whose index is out of range reads nothing and is
+    0; rows: the row dims' sizes; n_rows, n_cols: the extents.
     """
     r, c, r_in, c_in = _tile(n_rows, n_cols, BLOCK_R, BLOCK_C)
-    x_off, live, ok = _indexed_offset(r, c, r_in, c_in, rows, x_st, idx, idx_st, idx_size, idx_step, NEGATIVE,
-                                      COL_INDEXED)
-    _flag(err, live & ~ok)
+    x_off, live, ok = _indexed_offset(r, c, r_in, c_in, rows, x_st, idx, idx_st, idx_size, idx_step, rep, NEGATIVE,
+                                      COL_INDEXED, True)
     in_tile = r_in[:, None] & c_in[None, :]
-    v = tl.load(x + x_off, mask=ok & in_tile)
+    v = tl.load(x + x_off, mask=ok & in_tile, other=0)       # out of range: 0 (deterministic, not stale memory)
     tl.store(out + _tile_offset(r, c, rows, out_st), v, mask=in_tile)
 
 
 @triton.jit
-def check_kernel(idx, n, shape, st, size, err, NEGATIVE: tl.constexpr, BLOCK: tl.constexpr):
-    """err[0] = 1 if an element of an index tensor is outside [-size, size) (or [0, size)
-    without ``NEGATIVE``). Per index tensor k: ``n[k]`` elements, coalesced ``shape[k]`` and
+def check_kernel(idx, n, shape, st, size, err, NEGATIVE: tl.constexpr, REPORT: tl.constexpr, BLOCK: tl.constexpr):
+    """Whether an element of an index tensor is outside [-size, size) (or [0, size) without
+    ``NEGATIVE``): ``err`` is index_put's int32 flag (set to 1), or with ``REPORT`` a gather's
+    report (``_report``). Per index tensor k: ``n[k]`` elements, coalesced ``shape[k]`` and
     strides ``st[k]``; program p checks elements [p*BLOCK, (p+1)*BLOCK) of each. index_put
     runs this before it writes anything, so a bad index leaves the tensor unchanged."""
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -123,12 +140,18 @@ def check_kernel(idx, n, shape, st, size, err, NEGATIVE: tl.constexpr, BLOCK: tl
         m = i < n[k]
         v = tl.load(idx[k] + _offset(i, shape[k], st[k]), mask=m, other=0).to(tl.int64)
         lo = -size[k] if NEGATIVE else 0
-        _flag(err, m & ((v < lo) | (v >= size[k])))
+        bad = m & ((v < lo) | (v >= size[k]))
+        if REPORT:
+            _report(err, k, v, bad)
+        else:
+            _flag(err, bad)
 
 
 @triton.jit
-def reset_kernel(err):
-    tl.store(err, 0)
+def reset_kernel(err, n, BLOCK: tl.constexpr):
+    """err[0..n) = 0 (a flag or a report)."""
+    i = tl.arange(0, BLOCK)
+    tl.store(err + i, tl.zeros((BLOCK,), err.dtype.element_ty), mask=i < n)
 
 
 @triton.jit
@@ -172,7 +195,8 @@ def index_put_kernel(x, values, stage, count, idx, rows, n_rows, n_cols, x_st, v
     r, c, r_in, c_in = _tile(n_rows, n_cols, BLOCK_R, BLOCK_C)
     # a bad index anywhere: write nothing (compared as a block: the interpreter mistypes a broadcast 0-d comparison)
     no_error = (tl.zeros_like(c) + tl.load(err)) == 0
-    off, _, ok = _indexed_offset(r, c, r_in, c_in, rows, x_st, idx, idx_st, idx_size, idx_step, True, COL_INDEXED)
+    off, _, ok = _indexed_offset(r, c, r_in, c_in, rows, x_st, idx, idx_st, idx_size, idx_step, err, True,
+                                 COL_INDEXED, False)
     m = ok & (c_in & no_error)[None, :]
     off = tl.where(m, off, 0)      # idle lanes point at a valid element (see _cas_combine)
     W: tl.constexpr = stage.dtype.element_ty
