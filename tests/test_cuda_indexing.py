@@ -392,9 +392,8 @@ def test_error_surfaces_at_save(tmp_path):
         tk.save({"y": y}, tmp_path / "y.pt")
 
 
-def test_gathers_never_wait_for_the_device(monkeypatch):
-    """A gather, good or bad, copies nothing to the host; the next host read reads one small
-    report per kind of gather (op, shape, dims) since the last synchronisation."""
+def _host_reads(monkeypatch) -> list:
+    """The sizes (elements) of every copy from the device to the host from now on."""
     reads = []
     to_host = tk.cuda._device_to_host
 
@@ -403,6 +402,13 @@ def test_gathers_never_wait_for_the_device(monkeypatch):
         return to_host(src, offset, numel, device, non_blocking)
 
     monkeypatch.setattr(tk.cuda, "_device_to_host", spy)
+    return reads
+
+
+def test_gathers_never_wait_for_the_device(monkeypatch):
+    """A gather, good or bad, copies nothing to the host; the next host read reads one small
+    report per kind of gather (op, shape, dims) since the last synchronisation."""
+    reads = _host_reads(monkeypatch)
     x = tk.zeros(50, 3, device="cuda")
     idx = tk.tensor(np.arange(100) % 50, device="cuda")
     w = tk.ones(10, 4, device="cuda")
@@ -423,14 +429,7 @@ def test_gathers_never_wait_for_the_device(monkeypatch):
 def test_scatter_checks_read_only_a_flag(monkeypatch):
     """index_put checks every index in a kernel before writing: the host reads a 4-byte flag per
     op, and the indices only on the error path, to name the first bad one."""
-    reads = []
-    to_host = tk.cuda._device_to_host
-
-    def spy(src, offset, numel, device, non_blocking):
-        reads.append(numel)
-        return to_host(src, offset, numel, device, non_blocking)
-
-    monkeypatch.setattr(tk.cuda, "_device_to_host", spy)
+    reads = _host_reads(monkeypatch)
     x = tk.zeros(50, 3, device="cuda")
     idx = tk.tensor(np.arange(100) % 50, device="cuda")
     x.index_put_((idx,), tk.ones(100, 3, device="cuda"), accumulate=True)
