@@ -9,4 +9,8 @@ import os
 # process stalls them). Passive waiting costs a wake-up (microseconds) per parallel kernel.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from . import _numba_cache
+
+_numba_cache.install()          # before any kernel compiles: several processes may share the cache
+
 from . import conv, indexing, linalg, norm, pointwise, pool, random, reduction, shape  # noqa: F401  (registration)
