@@ -492,6 +492,31 @@ def test_bad_input_names_shapes():
         tk.nn.functional.layer_norm(tk.randn(2, 3), (3,), tk.ones(3, device="cuda"))
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_cross_entropy_target_out_of_range(device):
+    """The CPU raises at once; cuda gives the row a NaN loss and raises at the next synchronisation,
+    once, naming the op and the target; ignore_index (even outside [0, C)) is not an error, and
+    valid targets leave nothing pending."""
+    if device == "cuda" and not tk.cuda.is_available():
+        pytest.skip("no cuda device")
+    x = tk.randn(3, 5, device=device)
+    bad = tk.tensor([1, 7, 2], device=device)
+    if device == "cpu":
+        with pytest.raises(IndexError):
+            cross_entropy(x, bad)
+        return
+    loss = cross_entropy(x, bad, reduction="none")                  # no sync here
+    assert tk.cuda._deferred
+    with pytest.raises(IndexError, match=r"index 7 is out of bounds for dimension 1 with size 5 \(in cross_entropy "
+                                         r"\(target\) on cuda:0, indexing a tensor of shape \[3, 5\]"):
+        loss.cpu()
+    assert np.isnan(loss.cpu().numpy()[1]) and np.isfinite(loss.cpu().numpy()[[0, 2]]).all()   # reported once
+    ok = cross_entropy(x, tk.tensor([1, -100, 2], device=device), reduction="none")
+    assert ok.cpu().numpy()[1] == 0.0
+    tk.cuda.synchronize()
+    assert not tk.cuda._deferred
+
+
 def test_bench_nn_norm_smoke(monkeypatch):
     """The GPU benchmark sections (benchmarks/bench_nn_norm.py) run on the CPU at tiny sizes:
     every case passes its check against PyTorch and gets a row."""

@@ -234,14 +234,22 @@ class _Deferred:
                              "CUDA launches are asynchronous: the error comes from an earlier indexing call)")
 
 
-def _pending_report(input: Tensor, lay: _Layout, op: str, negative: bool) -> Tensor:
-    """The report a gather of ``input`` writes, and its check left for the next synchronisation."""
-    index = input.device.index
+def deferred_report(device, op: str, shape: tuple, dims: tuple, sizes: tuple, negative: bool) -> Tensor:
+    """The int64 report (per dim of ``dims``: a flag and a bad value) that a kernel indexing a
+    tensor of ``shape`` on ``device`` along ``dims`` (of ``sizes``) writes when an index is out of
+    range, and its check left for the next synchronisation (``_Deferred``). Also for kernels that
+    index in other ways (a loss's class targets)."""
+    index = device.index
     key = (index, cuda._stream_handle(index))
     check = cuda._deferred.get(key)
     if check is None:
-        check = cuda._deferred[key] = _Deferred(input.device, cuda.current_stream(index))
-    return check.report((op, input._shape, tuple(lay.dims), lay.idx_size, negative))
+        check = cuda._deferred[key] = _Deferred(device, cuda.current_stream(index))
+    return check.report((op, tuple(shape), tuple(dims), tuple(sizes), negative))
+
+
+def _pending_report(input: Tensor, lay: _Layout, op: str, negative: bool) -> Tensor:
+    """The report a gather of ``input`` writes, and its check left for the next synchronisation."""
+    return deferred_report(input.device, op, input._shape, lay.dims, lay.idx_size, negative)
 
 
 def _coalesced(t: Tensor) -> tuple:

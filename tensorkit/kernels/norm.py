@@ -17,6 +17,7 @@ from .. import _dispatch
 from .. import dtypes as D
 from .._tensor import Tensor
 from ._launch import launch, pointer, triton_source
+from .indexing import deferred_report
 from .pointwise import copy_into
 
 SINGLE_MAX = 8192       # a row up to this long is held in registers (8192 float32: 32 KB per program)
@@ -102,8 +103,10 @@ def cross_entropy(x, t, w, outs, params) -> None:
         return
     block = min(_pow2(c), CE_BLOCK)
     eps = params["label_smoothing"]
+    # a target out of range: NaN in its row, and an IndexError at the next synchronisation
+    report = deferred_report(x.device, "cross_entropy (target)", x.shape, (1,), (c,), False)
     launch(_kernels().ce_fwd_kernel, (m,), pointer(x), pointer(t), pointer(w if w is not None else x),
-           pointer(loss), pointer(lse), c, params["ignore_index"], eps,
+           pointer(loss), pointer(lse), pointer(report), c, params["ignore_index"], eps,
            options={"num_warps": max(1, min(16, block // 256))}, HAS_W=w is not None, SMOOTH=eps != 0.0,
            BLOCK_C=block)
 

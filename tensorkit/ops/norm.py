@@ -258,8 +258,10 @@ def cross_entropy_rows(logits: Tensor, target: Tensor, weight: Tensor | None = N
     ``target == ignore_index``. One pass over the logits (log-softmax never materialized).
     ``nn.functional.cross_entropy`` reshapes and reduces around it.
 
-    On the CPU a target outside ``[0, C)`` raises IndexError; on a GPU (where checking would
-    cost a synchronization) it gives a NaN loss instead of PyTorch's device assert."""
+    On the CPU a target outside ``[0, C)`` (other than ``ignore_index``) raises IndexError; on a
+    GPU, where checking at once would cost a synchronization, that row's loss is NaN and the
+    IndexError comes at the next synchronization (as PyTorch's asynchronous device assert, but
+    naming the op and keeping the device usable)."""
     if logits.ndim != 2 or target.ndim != 1 or target.shape[0] != logits.shape[0]:
         raise RuntimeError(f"cross_entropy: expected logits [M, C] and target [M], got {list(logits.shape)} and "
                            f"{list(target.shape)}")

@@ -22,7 +22,8 @@ lse = log Σ exp(x), W = Σ_c w[c] (C without weights)::
     loss = (1 - ε) w[t] (lse - x[t]) + ε / C · Σ_c w[c] (lse - x[c])        (0 if t == ignore)
     dx   = g · ((1 - ε) w[t] + ε W / C) · exp(x - lse) - g · ((1 - ε) w[t] [c == t] + ε w[c] / C)
 
-A target outside [0, C) gives NaN (no device assert). Statistics accumulate in float32 for
+A target outside [0, C) (and not ``ignore_index``) gives that row a NaN loss and sets
+the op's deferred report, an IndexError at the next synchronisation (``kernels/indexing.py``). Statistics accumulate in float32 for
 half inputs, in the input's dtype otherwise; the norms' weight and bias are the input's dtype or,
 next to a half input, float32 (PyTorch's mix): loaded through ``_acc``, the math is the same.
 Kernels here know nothing about autograd.
@@ -198,6 +199,7 @@ def ce_fwd_kernel(x_ptr,          # [M, C] logits, contiguous
                   w_ptr,          # [C] class weights (read if HAS_W)
                   loss_ptr,       # [M] loss per row
                   lse_ptr,        # [M] saved logsumexp, accumulator dtype
+                  report_ptr,     # int64 [2]: set to (1, target) by a row whose target is out of range
                   C, ignore_index, eps,
                   HAS_W: tl.constexpr, SMOOTH: tl.constexpr, BLOCK_C: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
@@ -239,6 +241,9 @@ def ce_fwd_kernel(x_ptr,          # [M, C] logits, contiguous
     loss = tl.where(valid, loss, float("nan"))
     loss = tl.where(t == ignore_index, 0.0, loss)
     tl.store(loss_ptr + row, loss)
+    if ((t < 0) | (t >= C)) & (t != ignore_index):
+        tl.store(report_ptr, 1)
+        tl.store(report_ptr + 1, t)
 
 
 @triton.jit
