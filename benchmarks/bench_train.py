@@ -524,7 +524,7 @@ def run(quick: bool = False) -> str:
          f"(features and labels) moved to cuda; {steps}; synchronised at the end; ratio > 1: tensorkit faster.",
          lambda: data_to_device_section(tk, torch, quick)),
     ]
-    # TK_BENCH_SECTIONS=step,optimizer: a partial run (words matched against the section titles);
+    # TK_BENCH_SECTIONS=training,optimizer: a partial run (words found in the section titles: "step" is in two);
     # TK_BENCH_TRAIN_MODELS=ResNet: only the training-step rows of the models whose name contains it
     only = [w.strip().lower() for w in os.environ.get("TK_BENCH_SECTIONS", "").split(",") if w.strip()]
     parts = [p for p in parts if not only or any(w in p[0].lower() for w in only)]
