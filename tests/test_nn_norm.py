@@ -517,6 +517,18 @@ def test_cross_entropy_target_out_of_range(device):
     assert not tk.cuda._deferred
 
 
+def test_nll_loss_target_out_of_range_names_the_loss_on_cuda():
+    if not tk.cuda.is_available():
+        pytest.skip("no cuda device")
+    logp = tk.randn(3, 5, device="cuda").log_softmax(1)
+    loss = tk.nn.functional.nll_loss(logp, tk.tensor([1, 9, 2], device="cuda"))     # no sync here
+    with pytest.raises(IndexError, match=r"index 9 is out of bounds for dimension 1 with size 5 \(in nll_loss "
+                                         r"\(target\) on cuda:0"):
+        loss.item()
+    with pytest.raises(IndexError, match=r"nll_loss: a target is out of bounds for 5 classes"):
+        tk.nn.functional.nll_loss(logp.cpu(), tk.tensor([1, 9, 2]))
+
+
 def test_bench_nn_norm_smoke(monkeypatch):
     """The GPU benchmark sections (benchmarks/bench_nn_norm.py) run on the CPU at tiny sizes:
     every case passes its check against PyTorch and gets a row."""

@@ -677,9 +677,10 @@ def _class_targets(name: str, input: Tensor, target: Tensor) -> None:
 
 
 def _pick_classes(logp: Tensor, target: Tensor, class_dim: int, name: str) -> Tensor:
-    """``logp`` at each target's class: ``(N, d1, ...)``."""
+    """``logp`` at each target's class: ``(N, d1, ...)``. A target out of range raises at once on
+    the CPU; on cuda at the next synchronisation, naming ``name`` (the gather's deferred check)."""
     try:
-        return _I.gather(logp, class_dim, target.unsqueeze(class_dim)).squeeze(class_dim)
+        return _I.gather(logp, class_dim, target.unsqueeze(class_dim), _op=f"{name} (target)").squeeze(class_dim)
     except IndexError as e:
         raise IndexError(f"{name}: a target is out of bounds for {logp.shape[class_dim]} classes ({e})") from None
 

@@ -428,9 +428,10 @@ def _gather_check(input: Tensor, dim: int, index: Tensor, op: str, src: Tensor |
     return d
 
 
-def gather(input: Tensor, dim: int, index: Tensor, *, sparse_grad: bool = False) -> Tensor:
+def gather(input: Tensor, dim: int, index: Tensor, *, sparse_grad: bool = False, _op: str = "gather") -> Tensor:
     """``out[i][j][k] = input[index[i][j][k]][j][k]`` (for ``dim=0``): values picked along
     ``dim``; ``index`` has input's number of dims and is no larger elsewhere. Result: index's shape.
+    (``_op``: the op a bad index's deferred error names on cuda, for callers such as nll_loss.)
 
     Example::
 
@@ -442,7 +443,7 @@ def gather(input: Tensor, dim: int, index: Tensor, *, sparse_grad: bool = False)
     if index.numel() == 0:
         return empty(index.shape, dtype=input.dtype, device=input.device)
     x, i = _atleast_1d(input), _atleast_1d(index)
-    return _index(x, _dim_indices(x, d, i), _negative=False, _op="gather").reshape(index.shape)
+    return _index(x, _dim_indices(x, d, i), _negative=False, _op=_op).reshape(index.shape)
 
 
 def scatter_reduce_(input: Tensor, dim: int, index: Tensor, src: Tensor, reduce: str, *,
