@@ -247,11 +247,6 @@ def deferred_report(device, op: str, shape: tuple, dims: tuple, sizes: tuple, ne
     return check.report((op, tuple(shape), tuple(dims), tuple(sizes), negative))
 
 
-def _pending_report(input: Tensor, lay: _Layout, op: str, negative: bool) -> Tensor:
-    """The report a gather of ``input`` writes, and its check left for the next synchronisation."""
-    return deferred_report(input.device, op, input._shape, lay.dims, lay.idx_size, negative)
-
-
 def _coalesced(t: Tensor) -> tuple:
     """(shape, strides) of ``t`` with its dims coalesced, as kernel arguments."""
     shape, (st,) = coalesce(t._shape, [t._strides])
@@ -281,7 +276,7 @@ def index(input: Tensor, indices: list, out: Tensor, negative: bool = True, op: 
     lay = _Layout(input, indices, out)
     if lay.index_numel == 0:            # no index element is read (as in PyTorch and numpy)
         return False
-    rep = _pending_report(input, lay, op, negative)
+    rep = deferred_report(input.device, op, input._shape, lay.dims, lay.idx_size, negative)
     if out.numel() == 0:                # nothing to gather, but the indices are still checked, as on the CPU
         _check_indices(lay, negative, rep, report=True)
     else:
