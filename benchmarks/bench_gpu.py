@@ -17,7 +17,6 @@ timed; a case that raises or disagrees is reported, not timed. Inputs are random
 """
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -274,6 +273,6 @@ def run(quick: bool = False) -> str:
                 ("Eager overhead", "Host time per op in a loop of issued ops, synchronised at the end (best of 5).",
                  lambda: _overhead(b, quick))]
     # TK_BENCH_SECTIONS=matmul,reductions: a partial run while working on one kernel family
-    only = [w.strip().lower() for w in os.environ.get("TK_BENCH_SECTIONS", "").split(",") if w.strip()]
+    only = common.bench_sections()
     sections = [(t, note, fn()) for t, note, fn in sections if not only or t.lower().split()[0] in only + ["ceilings"]]
     return "\n\n".join(f"## {title}\n\n" + (f"{note}\n\n" if note else "") + body for title, note, body in sections)

@@ -198,7 +198,7 @@ def run(quick: bool = False) -> str:
         return "Skipped: needs a real CUDA GPU usable by both tensorkit and PyTorch (not the emulated device)."
     tk, torch = env
     # TK_BENCH_SECTIONS=conv: this file's conv section only; =other: only SECTION_MODULES' sections
-    only = {w.strip().lower() for w in os.environ.get("TK_BENCH_SECTIONS", "").split(",") if w.strip()}
+    only = set(common.bench_sections())
     sections = []
     if not only or "conv" in only:
         start = time.perf_counter()

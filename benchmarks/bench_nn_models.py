@@ -216,7 +216,7 @@ def no_dropout(*models):
             setattr(m, attr, value)
 
 
-def reference_grads(torch, model, loss_fn, *inputs) -> dict:
+def reference_grads(model, loss_fn, *inputs) -> dict:
     """{name: float64 numpy gradient} of ``loss_fn(model64, *inputs64)`` with a float64 copy of the
     torch ``model`` (floating inputs cast to float64): the reference both float32 results are
     judged against."""
@@ -286,7 +286,7 @@ class Case:
             with no_dropout(self.tk_model, self.pt_model):
                 self.zero()
                 tl, pl = self.tk_step(), self.pt_step()
-                ref = reference_grads(self.torch, self.pt_model, lambda m, x, y: _loss(self.torch, self.kind, m, x, y),
+                ref = reference_grads(self.pt_model, lambda m, x, y: _loss(self.torch, self.kind, m, x, y),
                                       self.pt_x, self.pt_y)
             common.check_close(f"{self.kind} loss", tl.item(), pl.item(), rtol=loss_rtol, atol=1e-6)
             pt_params = dict(self.pt_model.named_parameters())

@@ -67,7 +67,7 @@ import common
 from bench_autograd import _time                      # CUDA-synchronised wall-clock medians
 from bench_gpu import _first_line, _gpu
 from bench_nn import versions                         # noqa: F401  (run.py's suite interface)
-from bench_nn_models import RESNET, _mib, _peak_mib, _tf32, check_grad, reference_grads, resnet18
+from bench_nn_models import RESNET, _mib, _peak_mib, _tf32, check_grad, no_dropout, reference_grads, resnet18
 
 TITLE = "tensorkit training benchmarks (GPU)"
 STEP_TARGET = 1.5
@@ -231,12 +231,7 @@ class TrainCase:
         """Compare with PyTorch (module docstring); raise AssertionError on a mismatch. Returns the
         path tensorkit's optimizer took."""
         tk, torch = self.tk, self.torch
-        dropouts = [m for model in (self.tk_model, self.pt_model) for m in model.modules()
-                    if type(m).__name__ == "Dropout"]
-        rates = [m.p for m in dropouts]
-        for m in dropouts:            # train mode (BatchNorm's batch statistics) without random masks
-            m.p = 0.0
-        try:
+        with no_dropout(self.tk_model, self.pt_model):   # train mode (BatchNorm's batch statistics), no masks
             if self.amp:
                 return self._check_amp()
             tk_params = dict(self.tk_model.named_parameters())
@@ -248,7 +243,7 @@ class TrainCase:
             for k in range(CHECK_STEPS):
                 tl, pl = self.backward(tk), self.backward(torch)
                 common.check_close(f"step {k + 1} loss", tl.item(), pl.item(), rtol=LOSS_RTOL, atol=1e-6)
-                ref = reference_grads(torch, self.pt_model,
+                ref = reference_grads(self.pt_model,
                                       lambda m, x, y: torch.nn.functional.cross_entropy(m(x), y), self.pt_x, self.pt_y)
                 before = {}
                 # a bias followed by BatchNorm has a zero gradient, computed as rounding noise on both sides
@@ -268,9 +263,6 @@ class TrainCase:
                 for name, p in pt_params.items():
                     _check_weights(f"step {k + 1} {name}", tk_params[name], p, before[name])
             return _path(calls, CHECK_STEPS)
-        finally:
-            for m, p in zip(dropouts, rates):
-                m.p = p
 
     def _check_amp(self) -> str:
         tk, torch = self.tk, self.torch
@@ -526,7 +518,7 @@ def run(quick: bool = False) -> str:
     ]
     # TK_BENCH_SECTIONS=training,optimizer: a partial run (words found in the section titles: "step" is in two);
     # TK_BENCH_TRAIN_MODELS=ResNet: only the training-step rows of the models whose name contains it
-    only = [w.strip().lower() for w in os.environ.get("TK_BENCH_SECTIONS", "").split(",") if w.strip()]
+    only = common.bench_sections()
     parts = [p for p in parts if not only or any(w in p[0].lower() for w in only)]
     out = []
     for title, note, section in parts:

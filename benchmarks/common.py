@@ -124,3 +124,9 @@ def log(msg: str) -> None:
 def log_row(row: list) -> None:
     """A finished table row to stderr as it is measured, so a run cut short keeps its figures."""
     log("  row: | " + " | ".join(map(str, row)) + " |")
+
+
+def bench_sections() -> list[str]:
+    """The lower-case words of ``TK_BENCH_SECTIONS`` (comma-separated): a suite's partial run
+    while working on one part; empty for all. Each suite says what its words select."""
+    return [w.strip().lower() for w in os.environ.get("TK_BENCH_SECTIONS", "").split(",") if w.strip()]
