@@ -22,10 +22,11 @@ lse = log Σ exp(x), W = Σ_c w[c] (C without weights)::
     loss = (1 - ε) w[t] (lse - x[t]) + ε / C · Σ_c w[c] (lse - x[c])        (0 if t == ignore)
     dx   = g · ((1 - ε) w[t] + ε W / C) · exp(x - lse) - g · ((1 - ε) w[t] [c == t] + ε w[c] / C)
 
-A target outside [0, C) (and not ``ignore_index``) gives that row a NaN loss and sets
-the op's deferred report, an IndexError at the next synchronisation (``kernels/indexing.py``). Statistics accumulate in float32 for
-half inputs, in the input's dtype otherwise; the norms' weight and bias are the input's dtype or,
-next to a half input, float32 (PyTorch's mix): loaded through ``_acc``, the math is the same.
+A target outside [0, C) (and not ``ignore_index``) gives that row a NaN loss and sets the op's
+deferred report: an IndexError at the next synchronisation (``kernels/indexing.py``). Statistics
+accumulate in float32 for half inputs, in the input's dtype otherwise; the norms' weight and bias
+are the input's dtype or, next to a half input, float32 (PyTorch's mix): loaded through ``_acc``,
+the math is the same.
 Kernels here know nothing about autograd.
 """
 import triton
